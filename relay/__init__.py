@@ -1,0 +1,3 @@
+"""Relay: token-gated HTTP tunnels over SSH reverse forwards."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,426 @@
+"""``relay``: run the relay and administer its users, tokens, keys and names (DESIGN §3.1).
+
+Each command is a thin wrapper: it builds a Config or opens the Store and calls library code.
+Admin commands print one JSON document with ``--json``, for scripts that provision users.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import asyncssh
+import typer
+
+from . import __version__
+from .config import Config, PublicUrl, parse_networks
+from .datadir import default_data_dir, ensure_data_dir, is_serving
+from .errors import RelayError
+from .names import validate_name
+from .service import RelayService
+from .store import Store, parse_duration
+
+app = typer.Typer(
+    help="Relay: token-gated HTTP tunnels over SSH. Run `relay serve` on the VPS; "
+    "manage users with the other commands (they work while the relay runs).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+user_app = typer.Typer(help="Users: who may open tunnels and visit them.", no_args_is_help=True)
+token_app = typer.Typer(help="Access tokens: SSH passwords and visitor credentials.", no_args_is_help=True)
+key_app = typer.Typer(help="SSH public keys that log users in.", no_args_is_help=True)
+name_app = typer.Typer(help="Owned tunnel names.", no_args_is_help=True)
+app.add_typer(user_app, name="user")
+app.add_typer(token_app, name="token")
+app.add_typer(key_app, name="key")
+app.add_typer(name_app, name="name")
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        help="Data directory [env: RELAY_DATA_DIR; default: ~/.local/share/relay]",
+        show_default=False,
+    ),
+]
+JsonOut = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
+
+T = TypeVar("T")
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+@contextmanager
+def _store(data_dir: Path | None) -> Iterator[Store]:
+    path = data_dir or default_data_dir()
+    try:
+        ensure_data_dir(path)
+        store = Store.open(path)
+    except RelayError as exc:
+        _fail(str(exc))
+        raise  # unreachable
+    try:
+        yield store
+    except RelayError as exc:
+        _fail(str(exc))
+    finally:
+        store.close()
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return dt.datetime.fromtimestamp(ts, tz=dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _emit(as_json: bool, doc: Any, lines: Callable[[], list[str]]) -> None:
+    if as_json:
+        typer.echo(json.dumps(doc, indent=2))
+    else:
+        for line in lines():
+            typer.echo(line)
+
+
+# -- serve ---------------------------------------------------------------------------------------
+
+
+@app.command()
+def serve(
+    domain: Annotated[
+        str | None,
+        typer.Option(
+            help="The relay's domain; tunnels are NAME.DOMAIN. "
+            "[default: localhost, or the --public-url host]",
+            show_default=False,
+        ),
+    ] = None,
+    http_port: Annotated[int, typer.Option(help="Plain HTTP port for visitors (0: any free port).")] = 8080,
+    ssh_port: Annotated[int, typer.Option(help="SSH port for tunnel clients (0: any free port).")] = 2222,
+    bind: Annotated[str, typer.Option(help="Address to listen on.")] = "0.0.0.0",
+    data_dir: DataDir = None,
+    https_port: Annotated[
+        int | None, typer.Option(help="Serve HTTPS too (needs --tls-cert/--tls-key).")
+    ] = None,
+    tls_cert: Annotated[
+        Path | None, typer.Option(help="PEM certificate chain (a wildcard for the domain).")
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="PEM private key for --tls-cert.")] = None,
+    trust_proxy: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="CIDR of a front proxy (e.g. Caddy) whose X-Forwarded-* headers are believed. Repeatable."
+        ),
+    ] = None,
+    public_url: Annotated[
+        str | None,
+        typer.Option(
+            help="How visitors reach the relay host, e.g. https://relay.example.com "
+            "[default: http://DOMAIN:HTTP_PORT]",
+            show_default=False,
+        ),
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Run the relay: SSH for tunnel clients, HTTP for visitors. Stops cleanly on SIGTERM/Ctrl-C."""
+    logging.basicConfig(
+        level=log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("asyncssh").setLevel(logging.WARNING)
+    try:
+        if domain is None:
+            domain = PublicUrl.parse(public_url).domain if public_url else "localhost"
+        config = Config(
+            data_dir=data_dir or default_data_dir(),
+            domain=domain.lower(),
+            bind=bind,
+            http_port=http_port,
+            ssh_port=ssh_port,
+            https_port=https_port,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            trust_proxy=parse_networks(trust_proxy or []),
+            public_url=public_url,
+        )
+    except RelayError as exc:
+        _fail(str(exc))
+        return
+    try:
+        _run(_serve(config))
+    except RelayError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"cannot listen: {exc.strerror or exc}")
+
+
+def _run(coro: Any) -> None:
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(coro)
+    else:
+        uvloop.run(coro)
+
+
+async def _serve(config: Config) -> None:
+    service = RelayService(config)
+    service.open_store()
+    try:
+        await service.start()
+    except BaseException:
+        await service.shutdown()
+        raise
+    assert service.public is not None
+    public = service.public
+    out = [
+        f"relay {__version__}: HTTP on {config.bind}:{service.http_port}, SSH on "
+        f"{config.bind}:{service.ssh_port}"
+        + (f", HTTPS on {config.bind}:{service.https_port}" if service.https_port else "")
+        + f", public URL {public.relay_origin}",
+        f"relay: SSH host key fingerprint {service.host_fingerprint}",
+        f"relay: data dir {config.data_dir}",
+    ]
+    port_flag = "" if service.ssh_port == 22 else f"-p {service.ssh_port} "
+    if service.bootstrap is not None:
+        boot = service.bootstrap
+        out += [
+            f"relay: first start: created admin user {boot.admin!r}. Its token, shown only now:",
+            f"    {boot.token}",
+            "relay: open a tunnel to a local port 8888 (enter the token as the password):",
+            f"    ssh {port_flag}-R {boot.admin}:80:localhost:8888 {boot.admin}@{public.domain}",
+            f"    → {public.tunnel_url(f'{boot.admin}.{public.domain}')}",
+            "relay: or with the Python client:",
+            f"    relay-client connect --relay {public.domain}:{service.ssh_port} "
+            f"--user {boot.admin} --token {boot.token} --port 8888",
+        ]
+    for line in out:
+        print(line, flush=True)
+    await service.run_until_stopped()
+    print("relay: stopped", flush=True)
+
+
+# -- users ---------------------------------------------------------------------------------------
+
+
+@user_app.command("add")
+def user_add(
+    name: Annotated[
+        str, typer.Argument(help="User name: one DNS label; also the user's default tunnel name.")
+    ],
+    admin: Annotated[bool, typer.Option("--admin", help="Make the user an admin.")] = False,
+    data_dir: DataDir = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Create a user and print their first token (shown once)."""
+    with _store(data_dir) as store:
+        validate_name(name)
+        user = store.add_user(name, admin=admin)
+        info, token = store.create_token(name, label="first token")
+        _emit(
+            as_json,
+            {"user": asdict(user), "token": token, "token_id": info.id},
+            lambda: [f"created user {name}{' (admin)' if admin else ''}", f"token (shown only now): {token}"],
+        )
+
+
+@user_app.command("list")
+def user_list(data_dir: DataDir = None, as_json: JsonOut = False) -> None:
+    """List users."""
+    with _store(data_dir) as store:
+        users = store.list_users()
+        _emit(
+            as_json,
+            {"users": [asdict(u) for u in users]},
+            lambda: (
+                [f"{u.name}\t{'admin' if u.is_admin else 'user'}\t{_when(u.created_at)}" for u in users]
+                or ["no users"]
+            ),
+        )
+
+
+@user_app.command("remove")
+def user_remove(name: str, data_dir: DataDir = None, as_json: JsonOut = False) -> None:
+    """Remove a user with their tokens, keys, names and sessions (live tunnels end on reconnect)."""
+    with _store(data_dir) as store:
+        store.remove_user(name)
+        _emit(as_json, {"removed": name}, lambda: [f"removed user {name}"])
+
+
+# -- tokens --------------------------------------------------------------------------------------
+
+
+@token_app.command("create")
+def token_create(
+    user: str,
+    label: Annotated[str, typer.Option(help="A note to tell tokens apart.")] = "",
+    expires: Annotated[str | None, typer.Option(help="Lifetime, e.g. 30d, 12h; default: never.")] = None,
+    data_dir: DataDir = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Create a token for USER and print it (shown once)."""
+    import time
+
+    with _store(data_dir) as store:
+        expires_at = time.time() + parse_duration(expires) if expires else None
+        info, token = store.create_token(user, label=label, expires_at=expires_at)
+        _emit(
+            as_json,
+            {"token": token, **asdict(info)},
+            lambda: [
+                f"token {info.id} for {user} (expires {_when(expires_at)})",
+                f"token (shown only now): {token}",
+            ],
+        )
+
+
+@token_app.command("list")
+def token_list(
+    user: Annotated[str | None, typer.Argument()] = None, data_dir: DataDir = None, as_json: JsonOut = False
+) -> None:
+    """List tokens (ids only; secrets are never stored)."""
+    with _store(data_dir) as store:
+        tokens = store.list_tokens(user)
+        _emit(
+            as_json,
+            {"tokens": [asdict(t) for t in tokens]},
+            lambda: (
+                [f"{t.id}\t{t.user}\t{t.label or '-'}\texpires {_when(t.expires_at)}" for t in tokens]
+                or ["no tokens"]
+            ),
+        )
+
+
+@token_app.command("revoke")
+def token_revoke(token_id: str, data_dir: DataDir = None, as_json: JsonOut = False) -> None:
+    """Revoke a token by its id (rly_xxxxxxxxxx); it stops working at once."""
+    with _store(data_dir) as store:
+        store.revoke_token(token_id)
+        _emit(as_json, {"revoked": token_id}, lambda: [f"revoked {token_id}"])
+
+
+# -- keys ----------------------------------------------------------------------------------------
+
+
+@key_app.command("add")
+def key_add(
+    user: str,
+    pubkey_file: Annotated[Path, typer.Argument(help="An OpenSSH public key file.")],
+    data_dir: DataDir = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Register an SSH public key for USER."""
+    try:
+        text = pubkey_file.read_text().strip()
+        key = asyncssh.import_public_key(text)
+    except OSError as exc:
+        _fail(f"cannot read {pubkey_file}: {exc.strerror}")
+        return
+    except (asyncssh.KeyImportError, ValueError) as exc:
+        _fail(f"{pubkey_file} is not an OpenSSH public key: {exc}")
+        return
+    parts = text.split(None, 2)
+    comment = parts[2] if len(parts) > 2 else ""
+    with _store(data_dir) as store:
+        info = store.add_key(
+            user,
+            fingerprint=str(key.get_fingerprint("sha256")),
+            public_key=key.export_public_key().decode().strip(),
+            comment=comment,
+        )
+        _emit(as_json, asdict(info), lambda: [f"key {info.id} {info.fingerprint} added for {user}"])
+
+
+@key_app.command("list")
+def key_list(
+    user: Annotated[str | None, typer.Argument()] = None, data_dir: DataDir = None, as_json: JsonOut = False
+) -> None:
+    """List registered keys."""
+    with _store(data_dir) as store:
+        keys = store.list_keys(user)
+        _emit(
+            as_json,
+            {"keys": [asdict(k) for k in keys]},
+            lambda: [f"{k.id}\t{k.user}\t{k.fingerprint}\t{k.comment}" for k in keys] or ["no keys"],
+        )
+
+
+@key_app.command("remove")
+def key_remove(key_id: int, data_dir: DataDir = None, as_json: JsonOut = False) -> None:
+    """Remove a key by its id."""
+    with _store(data_dir) as store:
+        store.remove_key(key_id)
+        _emit(as_json, {"removed": key_id}, lambda: [f"removed key {key_id}"])
+
+
+# -- names ---------------------------------------------------------------------------------------
+
+
+@name_app.command("list")
+def name_list(
+    user: Annotated[str | None, typer.Argument()] = None, data_dir: DataDir = None, as_json: JsonOut = False
+) -> None:
+    """List owned names."""
+    with _store(data_dir) as store:
+        names = store.list_names(user)
+        _emit(
+            as_json,
+            {"names": [{"name": n, "user": u} for n, u in names]},
+            lambda: [f"{n}\t{u}" for n, u in names] or ["no names"],
+        )
+
+
+@name_app.command("release")
+def name_release(name: str, data_dir: DataDir = None, as_json: JsonOut = False) -> None:
+    """Release an owned name so that anyone may claim it."""
+    with _store(data_dir) as store:
+        store.release_name(name)
+        _emit(as_json, {"released": name}, lambda: [f"released {name}"])
+
+
+# -- tunnels -------------------------------------------------------------------------------------
+
+
+@app.command()
+def tunnels(data_dir: DataDir = None, as_json: JsonOut = False) -> None:
+    """Live tunnels of the running relay: host, user, client address, since, bytes."""
+    path = data_dir or default_data_dir()
+    with _store(data_dir) as store:
+        running = is_serving(path)
+        live = store.list_live() if running else []
+        _emit(
+            as_json,
+            {"running": running, "tunnels": [asdict(t) for t in live]},
+            lambda: (
+                (
+                    [
+                        f"{t.host}\t{t.user}\t{t.client}\t{_when(t.since)}\tin {t.bytes_in} B\t"
+                        f"out {t.bytes_out} B"
+                        for t in live
+                    ]
+                    or ["no live tunnels"]
+                )
+                if running
+                else [f"no relay serve is running on {path}"]
+            ),
+        )
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    typer.echo(__version__)
+
+
+def main() -> None:
+    app()

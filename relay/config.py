@@ -1,0 +1,91 @@
+"""Configuration of a running relay, built once by the CLI and handed down (nothing reads env vars)."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from .errors import BadRequest
+from .names import is_valid_hostname
+from .rewrite import IPNetwork
+
+
+@dataclass(frozen=True)
+class PublicUrl:
+    """How visitors reach the relay: scheme and port shared by the relay host and every tunnel host."""
+
+    scheme: str
+    domain: str
+    port: int | None  # None: the scheme's default port
+
+    @classmethod
+    def parse(cls, url: str) -> PublicUrl:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise BadRequest(f"invalid public URL {url!r}: expected http(s)://HOST[:PORT]")
+        if parts.path not in ("", "/") or parts.query or parts.username:
+            raise BadRequest(f"invalid public URL {url!r}: no path, query or user allowed")
+        default = 443 if parts.scheme == "https" else 80
+        port = None if parts.port in (None, default) else parts.port
+        return cls(parts.scheme, parts.hostname.lower(), port)
+
+    @property
+    def secure(self) -> bool:
+        return self.scheme == "https"
+
+    def origin(self, host: str) -> str:
+        return f"{self.scheme}://{host}" + (f":{self.port}" if self.port else "")
+
+    @property
+    def relay_origin(self) -> str:
+        return self.origin(self.domain)
+
+    def tunnel_url(self, host: str) -> str:
+        return self.origin(host)
+
+
+def parse_networks(values: list[str]) -> tuple[IPNetwork, ...]:
+    nets = []
+    for value in values:
+        try:
+            nets.append(ipaddress.ip_network(value, strict=False))
+        except ValueError:
+            raise BadRequest(f"invalid --trust-proxy network {value!r}") from None
+    return tuple(nets)
+
+
+@dataclass(frozen=True)
+class Config:
+    data_dir: Path
+    domain: str = "localhost"
+    bind: str = "0.0.0.0"
+    http_port: int = 8080
+    ssh_port: int = 2222
+    https_port: int | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    trust_proxy: tuple[IPNetwork, ...] = field(default_factory=tuple)
+    public_url: str | None = None  # None: http://DOMAIN:HTTP_PORT once the port is known
+
+    def __post_init__(self) -> None:
+        if not is_valid_hostname(self.domain):
+            raise BadRequest(f"invalid --domain {self.domain!r}")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise BadRequest("--tls-cert and --tls-key go together")
+        if self.https_port is not None and self.tls_cert is None:
+            raise BadRequest("--https-port needs --tls-cert and --tls-key")
+        if self.public_url is not None:
+            public = PublicUrl.parse(self.public_url)
+            if public.domain != self.domain:
+                raise BadRequest(
+                    f"--public-url host {public.domain!r} must be the relay domain {self.domain!r}"
+                )
+
+    def resolved_public_url(self, http_port: int, https_port: int | None) -> PublicUrl:
+        if self.public_url is not None:
+            return PublicUrl.parse(self.public_url)
+        if https_port is not None:
+            return PublicUrl("https", self.domain, None if https_port == 443 else https_port)
+        return PublicUrl("http", self.domain, None if http_port == 80 else http_port)

@@ -1,0 +1,109 @@
+"""Hostname rules: what a tunnel name may be, which host a ``-R`` bind address selects, and how a
+request's Host is normalised. Pure functions; routing and ownership depend on them being exact."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .errors import BadRequest, Forbidden
+from .protocol import DEFAULT_BIND_ADDRESSES
+
+#: One lowercase DNS label (DESIGN §3.2).
+_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+#: A hostname: dot-separated labels, at most 253 characters.
+_HOSTNAME = re.compile(
+    r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*"
+)
+
+#: Names nobody may claim: they look like the relay's own services or invite phishing.
+RESERVED_NAMES = frozenset(
+    {
+        "www", "login", "admin", "api", "relay", "mail", "smtp", "imap", "pop", "ftp", "ssh",
+        "ns", "ns1", "ns2", "dns", "mx", "root", "auth", "sso", "oauth", "account", "accounts",
+        "static", "assets", "cdn", "status", "health", "metrics", "dashboard", "support", "help",
+        "security", "billing", "autoconfig", "autodiscover", "wpad", "localhost", "acme",
+    }
+)  # fmt: skip
+
+
+def validate_name(name: str) -> str:
+    """Return ``name`` if it is a claimable tunnel name, else raise with the reason."""
+    if not _LABEL.fullmatch(name):
+        raise BadRequest(
+            f"invalid name {name!r}: use one lowercase DNS label "
+            "(a-z, 0-9 and '-', 1-63 characters, not starting or ending with '-')"
+        )
+    if name.startswith("xn--") or name[2:4] == "--":
+        raise BadRequest(f"invalid name {name!r}: punycode and '--' at position 3 are not allowed")
+    if name in RESERVED_NAMES:
+        raise Forbidden(f"name {name!r} is reserved")
+    return name
+
+
+def is_valid_hostname(host: str) -> bool:
+    return bool(_HOSTNAME.fullmatch(host))
+
+
+def normalise_host(raw: str) -> str | None:
+    """The one Host value routing and auth use: lowercase, no port, no trailing dot.
+
+    Returns None for anything that is not a plain DNS name or IP literal (such a request gets 400).
+    """
+    value = raw.strip().lower()
+    if not value:
+        return None
+    if value.startswith("["):  # IPv6 literal, possibly with a port
+        end = value.find("]")
+        if end < 0:
+            return None
+        rest = value[end + 1 :]
+        if rest and not (rest.startswith(":") and rest[1:].isdigit()):
+            return None
+        inner = value[1:end]
+        return f"[{inner}]" if re.fullmatch(r"[0-9a-f:.]+", inner) else None
+    host, sep, port = value.partition(":")
+    if sep and not (port.isdigit() and len(port) <= 5):
+        return None
+    host = host.removesuffix(".")
+    return host if is_valid_hostname(host) else None
+
+
+@dataclass(frozen=True)
+class BindTarget:
+    """What a ``-R`` bind address asks for: a subdomain name, or a whole custom domain."""
+
+    host: str
+    name: str | None  # set for NAME.DOMAIN hosts, None for custom domains
+
+
+def resolve_bind(bind_address: str, *, default_name: str, domain: str) -> BindTarget:
+    """Map the bind address of ``ssh -R BIND:80:...`` to the public host it selects.
+
+    ``NAME`` → ``NAME.DOMAIN``; ``NAME.DOMAIN`` → the same; empty, ``localhost`` or ``0.0.0.0`` →
+    the user's default name; any other full hostname → a custom domain (ownership checked elsewhere).
+    """
+    bind = bind_address.strip().lower().removesuffix(".")
+    if bind in DEFAULT_BIND_ADDRESSES:
+        bind = default_name
+    suffix = "." + domain
+    if bind.endswith(suffix):
+        bind = bind[: -len(suffix)]
+    if "." not in bind:
+        name = validate_name(bind)
+        return BindTarget(host=f"{name}.{domain}", name=name)
+    if not is_valid_hostname(bind):
+        raise BadRequest(f"invalid hostname {bind_address!r}")
+    if bind == domain:
+        raise Forbidden(f"{domain} is the relay's own host and cannot be a tunnel")
+    return BindTarget(host=bind, name=None)
+
+
+def claim_refusal(name: str, *, claimant_id: int, owner_id: int | None) -> str | None:
+    """Ownership rule: the first claimant keeps a name until an admin releases it.
+
+    Returns the refusal the claimant reads, or None if the claim is allowed. The owner is not named.
+    """
+    if owner_id is None or owner_id == claimant_id:
+        return None
+    return f"name {name!r} is owned by another user; choose another name with -R OTHER:80:..."

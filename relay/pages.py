@@ -1,0 +1,57 @@
+"""The relay's own HTML: the login form, the signed-in home page, and error pages. Pure builders."""
+
+from __future__ import annotations
+
+from html import escape
+
+_STYLE = (
+    "body{font-family:system-ui,sans-serif;max-width:34rem;margin:4rem auto;padding:0 1rem;"
+    "color:#222}h1{font-size:1.4rem}input[type=password]{width:100%;padding:.5rem;font-size:1rem;"
+    "box-sizing:border-box}button{margin-top:.8rem;padding:.5rem 1.2rem;font-size:1rem}"
+    ".err{color:#b00020}.muted{color:#666;font-size:.9rem}code{background:#f3f3f3;padding:0 .2rem}"
+)
+
+
+def _page(title: str, body: str) -> bytes:
+    return (
+        "<!doctype html><html lang=en><head><meta charset=utf-8>"
+        '<meta name=viewport content="width=device-width,initial-scale=1">'
+        f"<meta name=referrer content=no-referrer><title>{escape(title)}</title>"
+        f"<style>{_STYLE}</style></head><body>{body}</body></html>"
+    ).encode()
+
+
+def login_page(*, next_url: str, error: str = "", relay_host: str) -> bytes:
+    err = f"<p class=err role=alert>{escape(error)}</p>" if error else ""
+    target = f"<p class=muted>to open <code>{escape(next_url)}</code></p>" if next_url else ""
+    return _page(
+        "Sign in · Relay",
+        f"<h1>Sign in to {escape(relay_host)}</h1>{target}{err}"
+        '<form method=post action="/_relay/login">'
+        "<label for=token>Access token</label>"
+        "<input type=password id=token name=token autocomplete=current-password required autofocus>"
+        f'<input type=hidden name=next value="{escape(next_url)}">'
+        "<button type=submit>Sign in</button></form>"
+        "<p class=muted>Ask the relay's admin for a token (<code>relay token create USER</code>).</p>",
+    )
+
+
+def home_page(*, user: str, tunnel_urls: list[str]) -> bytes:
+    if tunnel_urls:
+        items = "".join(f'<li><a href="{escape(u)}">{escape(u)}</a></li>' for u in tunnel_urls)
+        listing = f"<p>Your live tunnels:</p><ul>{items}</ul>"
+    else:
+        listing = "<p>You have no live tunnels. Open one with <code>ssh -R NAME:80:localhost:PORT</code>.</p>"
+    return _page(
+        "Relay",
+        f"<h1>Signed in as {escape(user)}</h1>{listing}"
+        '<form method=post action="/_relay/logout"><button type=submit>Sign out</button></form>',
+    )
+
+
+def anonymous_home(*, relay_host: str) -> bytes:
+    return _page("Relay", f'<h1>{escape(relay_host)}</h1><p><a href="/_relay/login">Sign in</a></p>')
+
+
+def error_page(status: int, title: str, message: str) -> bytes:
+    return _page(f"{status} {title}", f"<h1>{status} {escape(title)}</h1><p>{escape(message)}</p>")

@@ -1,0 +1,445 @@
+"""The HTTP front: one coroutine per visitor connection, routing and checking auth per request.
+
+The hot path parses each request head (routing and auth are per request), writes a rewritten head
+into an SSH channel and streams the body bytes as they are; it parses the response head for its
+framing and streams the rest (DESIGN §5: re-serialising whole messages costs 2.5× in req/s). The
+channel of the previous request is kept for the next request on the same connection to the same
+tunnel, since opening one costs a round trip to the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+
+from . import auth
+from .config import PublicUrl
+from .errors import BadGateway, RelayError, TooManyRequests, Unauthorized
+from .http1 import (
+    Framing,
+    RequestHead,
+    ResponseHead,
+    connection_tokens,
+    get_one,
+    parse_request_head,
+    parse_response_head,
+    response_framing,
+    serialise_request,
+    serialise_response,
+)
+from .portal import Portal, Reply, query_params, reason
+from .protocol import (
+    CHANNEL_OPEN_TIMEOUT,
+    KEEPALIVE_IDLE_TIMEOUT,
+    MAX_FORM_BYTES,
+    MAX_HEAD_BYTES,
+    RELAY_PATH_PREFIX,
+    TOKEN_HEADER,
+    TOKEN_QUERY,
+)
+from .pump import Truncated, copy_chunked, copy_exact, copy_until_eof, pipe
+from .rewrite import IPNetwork, client_address, downstream_headers, upstream_headers
+from .store import Store
+from .tunnels import Registry, Stream, Tunnel
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("relay.access")
+
+#: Seconds to wait for a backend's response head once the request is sent (then 504).
+RESPONSE_HEAD_TIMEOUT = 300.0
+
+
+class _Abort(Exception):
+    """Stop serving this visitor connection (already answered, or nothing sensible to answer)."""
+
+
+@dataclass(eq=False)
+class _Conn:
+    """State of one visitor connection."""
+
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    peer_ip: str
+    scheme: str
+    idle: tuple[Tunnel, Stream] | None = None  # channel kept from the previous request
+    requests: int = 0
+    busy: bool = field(default=False)
+
+    def take_idle(self, tunnel: Tunnel) -> Stream | None:
+        if self.idle is None:
+            return None
+        idle_tunnel, stream = self.idle
+        self.idle = None
+        if (
+            idle_tunnel is tunnel
+            and not tunnel.closed
+            and not stream.reader.at_eof()
+            and not stream.writer.is_closing()
+        ):
+            return stream
+        stream.close()
+        return None
+
+    def drop_idle(self) -> None:
+        if self.idle is not None:
+            self.idle[1].close()
+            self.idle = None
+
+
+class Proxy:
+    """Serves visitor connections. Shares only the registry with the SSH side."""
+
+    def __init__(
+        self,
+        *,
+        registry: Registry,
+        store: Store,
+        portal: Portal,
+        public: PublicUrl,
+        trust_proxy: tuple[IPNetwork, ...],
+    ) -> None:
+        self.registry = registry
+        self.store = store
+        self.portal = portal
+        self.public = public
+        self.trust_proxy = trust_proxy
+        self._conns: set[_Conn] = set()
+        self.draining = False
+
+    # -- connection loop -----------------------------------------------------------------------
+
+    async def serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, scheme: str = "http"
+    ) -> None:
+        peer = writer.get_extra_info("peername")
+        conn = _Conn(reader, writer, peer[0] if peer else "unknown", scheme)
+        self._conns.add(conn)
+        try:
+            while not self.draining:
+                head = await self._read_head(conn)
+                if head is None:
+                    break
+                conn.busy = True
+                try:
+                    keep = await self._one_request(conn, head)
+                finally:
+                    conn.busy = False
+                    conn.requests += 1
+                if not keep:
+                    break
+        except (_Abort, ConnectionError, asyncio.IncompleteReadError, Truncated):
+            pass
+        except Exception:
+            log.exception("visitor connection from %s failed", conn.peer_ip)
+        finally:
+            self._conns.discard(conn)
+            conn.drop_idle()
+            with contextlib.suppress(Exception):
+                writer.close()
+
+    async def _read_head(self, conn: _Conn) -> RequestHead | None:
+        try:
+            raw = await asyncio.wait_for(conn.reader.readuntil(b"\r\n\r\n"), KEEPALIVE_IDLE_TIMEOUT)
+        except (asyncio.IncompleteReadError, TimeoutError, asyncio.TimeoutError, ConnectionError):
+            return None
+        except asyncio.LimitOverrunError:
+            await self._send(conn, Reply.error(431, "request head too large", html=False), keep=False)
+            return None
+        if len(raw) > MAX_HEAD_BYTES:
+            await self._send(conn, Reply.error(431, "request head too large", html=False), keep=False)
+            return None
+        try:
+            return parse_request_head(raw)
+        except RelayError as exc:
+            await self._send(conn, Reply.error(exc.status, str(exc), html=False), keep=False)
+            return None
+
+    async def _send(self, conn: _Conn, reply: Reply, *, keep: bool, head_only: bool = False) -> None:
+        headers = [*reply.headers, ("Content-Length", str(len(reply.body)))]
+        if not keep:
+            headers.append(("Connection", "close"))
+        data = serialise_response(ResponseHead((1, 1), reply.status, reason(reply.status), []), headers)
+        conn.writer.write(data if head_only else data + reply.body)
+        await conn.writer.drain()
+
+    # -- one request -----------------------------------------------------------------------------
+
+    async def _one_request(self, conn: _Conn, head: RequestHead) -> bool:
+        started = time.monotonic()
+        client = client_address(conn.peer_ip, head.headers, self.trust_proxy)
+        status, sent = 0, 0
+        try:
+            status, sent, keep = await self._route(conn, head, client)
+            return keep
+        finally:
+            access_log.info(
+                "%s %s %s %.80r %d %d %.1fms",
+                client,
+                head.host,
+                head.method,
+                head.path,
+                status,
+                sent,
+                (time.monotonic() - started) * 1000,
+            )
+
+    async def _answer(self, conn: _Conn, head: RequestHead, reply: Reply) -> tuple[int, int, bool]:
+        # A request body the relay did not read would desynchronise the connection: close it.
+        keep = head.keep_alive and head.framing is Framing.NONE and not self.draining
+        await self._send(conn, reply, keep=keep, head_only=head.method == "HEAD")
+        return reply.status, len(reply.body), keep
+
+    async def _route(self, conn: _Conn, head: RequestHead, client: str) -> tuple[int, int, bool]:
+        html = auth.wants_html(get_one(head.headers, "accept") or "")
+        if head.host == self.public.domain:
+            body = b""
+            if head.method == "POST" and head.path.startswith(RELAY_PATH_PREFIX):
+                if head.framing is Framing.CHUNKED:
+                    return await self._answer(
+                        conn, head, Reply.error(411, "Content-Length required", html=html)
+                    )
+                if head.length > MAX_FORM_BYTES:
+                    return await self._answer(conn, head, Reply.error(413, "form too large", html=html))
+                if head.framing is Framing.LENGTH:
+                    body = await conn.reader.readexactly(head.length)
+                    head.framing = Framing.NONE  # consumed
+            return await self._answer(conn, head, self.portal.relay_host(head, body, client))
+
+        tunnel = self.registry.get(head.host)
+        if tunnel is None:
+            return await self._answer(conn, head, self._no_tunnel(head.host, html))
+        if head.path.startswith(RELAY_PATH_PREFIX):
+            return await self._answer(conn, head, self.portal.tunnel_relay_path(head))
+
+        try:
+            query_token = query_params(head.query).get(TOKEN_QUERY) if TOKEN_QUERY in head.query else None
+            if query_token is not None:
+                reply = self.portal.exchange_query_token(head, query_token, client, tunnel.user_id)
+                return await self._answer(conn, head, reply)
+            user_id = self._identify(head, client)
+        except (TooManyRequests, Unauthorized) as exc:
+            return await self._answer(conn, head, self.portal.refusal(exc, html=html))
+
+        tunnel_origin = self.public.origin(head.host)
+        verdict = auth.decide(
+            auth.AccessRequest(
+                method=head.method,
+                is_upgrade=head.is_upgrade,
+                origin=get_one(head.headers, "origin"),
+                accept=get_one(head.headers, "accept") or "",
+                tunnel_origin=tunnel_origin,
+                user_id=user_id,
+            ),
+            owner_id=tunnel.user_id,
+        )
+        if verdict is not auth.Verdict.ALLOW:
+            return await self._answer(conn, head, self._refuse(verdict, tunnel_origin + head.target, html))
+        return await self._forward(conn, head, tunnel)
+
+    def _identify(self, head: RequestHead, client: str) -> int | None:
+        """The user behind the request's relay credential (header first, then session cookie)."""
+        token = get_one(head.headers, TOKEN_HEADER)
+        if token is not None:
+            user = self.portal.verify_token(token.strip(), client)
+            if user is None:
+                raise Unauthorized("invalid X-Relay-Token")
+            return user.id
+        user = self.portal.session_user(head.headers, head.host)
+        return user.id if user else None
+
+    def _refuse(self, verdict: auth.Verdict, url: str, html: bool) -> Reply:
+        if verdict is auth.Verdict.LOGIN:
+            return Reply.redirect(302, self.portal.login_url(url))
+        if verdict is auth.Verdict.UNAUTHORIZED:
+            return Reply.json(
+                401,
+                {
+                    "error": "relay credential required: send X-Relay-Token or sign in",
+                    "status": 401,
+                    "login": self.portal.login_url(url),
+                },
+            )
+        if verdict is auth.Verdict.BAD_ORIGIN:
+            return Reply.error(403, "cross-origin request refused", html=html)
+        return Reply.error(403, "your relay user may not open this tunnel", html=html)
+
+    def _no_tunnel(self, host: str, html: bool) -> Reply:
+        suffix = "." + self.public.domain
+        name = host[: -len(suffix)] if host.endswith(suffix) else None
+        if name and self.store.name_owner(name) is not None:
+            return Reply.error(502, f"the tunnel {host} is offline: its client is not connected", html=html)
+        return Reply.error(404, f"no tunnel at {host}", html=html)
+
+    # -- forwarding --------------------------------------------------------------------------------
+
+    async def _open(self, tunnel: Tunnel) -> Stream:
+        try:
+            return await asyncio.wait_for(tunnel.open_stream(), CHANNEL_OPEN_TIMEOUT)
+        except (TimeoutError, asyncio.TimeoutError):
+            raise BadGateway("the tunnel's client did not open a channel in time") from None
+        except Exception as exc:
+            raise BadGateway(
+                f"the tunnel's client refused the connection: {exc}; is the app running on the client's side?"
+            ) from None
+
+    async def _forward(self, conn: _Conn, head: RequestHead, tunnel: Tunnel) -> tuple[int, int, bool]:
+        html = auth.wants_html(get_one(head.headers, "accept") or "")
+        stream = conn.take_idle(tunnel)
+        if stream is None:
+            try:
+                stream = await self._open(tunnel)
+            except BadGateway as exc:
+                return await self._answer(conn, head, Reply.error(502, str(exc), html=html))
+        request_bytes = serialise_request(
+            head,
+            upstream_headers(
+                head.headers, peer_ip=conn.peer_ip, scheme=conn.scheme, trusted=self.trust_proxy
+            ),
+        )
+        stream.writer.write(request_bytes)
+        tunnel.bytes_in += len(request_bytes)
+        body_task: asyncio.Task[int] | None = None
+        if head.framing is Framing.LENGTH:
+            body_task = asyncio.ensure_future(copy_exact(conn.reader, stream.writer, head.length))
+        elif head.framing is Framing.CHUNKED:
+            body_task = asyncio.ensure_future(copy_chunked(conn.reader, stream.writer))
+        try:
+            return await self._relay_response(conn, head, tunnel, stream, body_task, html)
+        except BaseException:
+            stream.close()
+            raise
+        finally:
+            if body_task is not None and not body_task.done():
+                body_task.cancel()
+                with contextlib.suppress(BaseException):
+                    await body_task
+
+    async def _read_response_head(self, stream: Stream, body_task: asyncio.Task[int] | None) -> bytes:
+        """The next response head; fails fast if the visitor's body upload breaks meanwhile."""
+        head_task = asyncio.ensure_future(stream.reader.readuntil(b"\r\n\r\n"))
+        waiting: set[asyncio.Future[object]] = {head_task}  # type: ignore[arg-type]
+        if body_task is not None and not body_task.done():
+            waiting.add(body_task)  # type: ignore[arg-type]
+        try:
+            while True:
+                done, _ = await asyncio.wait(
+                    waiting, timeout=RESPONSE_HEAD_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
+                )
+                if not done:
+                    raise RelayError("the backend did not answer in time", status=504)
+                if head_task in done:
+                    return head_task.result()
+                # The body finished (or failed) first: keep waiting for the head only.
+                assert body_task is not None
+                if body_task.exception() is not None:
+                    raise _Abort("visitor body upload failed")
+                waiting.discard(body_task)
+        finally:
+            if not head_task.done():
+                head_task.cancel()
+                with contextlib.suppress(BaseException):
+                    await head_task
+
+    async def _relay_response(
+        self,
+        conn: _Conn,
+        head: RequestHead,
+        tunnel: Tunnel,
+        stream: Stream,
+        body_task: asyncio.Task[int] | None,
+        html: bool,
+    ) -> tuple[int, int, bool]:
+        writer = conn.writer
+        while True:
+            try:
+                raw = await self._read_response_head(stream, body_task)
+                if len(raw) > MAX_HEAD_BYTES:
+                    raise BadGateway("backend response head too large")
+                resp = parse_response_head(raw)
+                framing, length = response_framing(resp, head.method)
+            except asyncio.IncompleteReadError:
+                stream.close()
+                reply = Reply.error(502, "the backend closed the connection without answering", html=html)
+                status, sent, _ = await self._answer(conn, head, reply)
+                return status, sent, False
+            except RelayError as exc:
+                stream.close()
+                status, sent, _ = await self._answer(conn, head, Reply.error(exc.status, str(exc), html=html))
+                return status, sent, False
+            if resp.status == 101 and head.is_upgrade:
+                return await self._upgrade(conn, resp, tunnel, stream)
+            if resp.status >= 200:
+                break
+            if head.version >= (1, 1):  # 100 Continue, 103 Early Hints: pass them on
+                writer.write(serialise_response(resp, downstream_headers(resp.headers, self.public.domain)))
+                await writer.drain()
+
+        keep = head.keep_alive and resp.keep_alive and framing is not Framing.CLOSE and not self.draining
+        out_headers = downstream_headers(resp.headers, self.public.domain)
+        if not keep and "close" not in connection_tokens(out_headers):
+            out_headers = [(k, v) for k, v in out_headers if k.lower() != "connection"]
+            out_headers.append(("Connection", "close"))
+        out = serialise_response(resp, out_headers)
+        writer.write(out)
+        sent = len(out)
+        try:
+            if framing is Framing.LENGTH:
+                sent += await copy_exact(stream.reader, writer, length)
+            elif framing is Framing.CHUNKED:
+                sent += await copy_chunked(stream.reader, writer)
+            elif framing is Framing.CLOSE:
+                sent += await copy_until_eof(stream.reader, writer)
+            else:
+                await writer.drain()
+        except Truncated:
+            # Never pretend a cut body is complete: the visitor sees the connection close.
+            stream.close()
+            tunnel.bytes_out += sent
+            raise _Abort("backend body truncated") from None
+        finally:
+            tunnel.bytes_out += sent
+        if body_task is not None:
+            if not body_task.done():
+                # Answered before the upload finished: the channel and the connection are out of step.
+                stream.close()
+                return resp.status, sent, False
+            if body_task.exception() is not None:
+                stream.close()
+                return resp.status, sent, False
+            tunnel.bytes_in += body_task.result()
+        if keep:
+            conn.drop_idle()
+            conn.idle = (tunnel, stream)
+        else:
+            stream.close()
+        return resp.status, sent, keep
+
+    async def _upgrade(
+        self, conn: _Conn, resp: ResponseHead, tunnel: Tunnel, stream: Stream
+    ) -> tuple[int, int, bool]:
+        out = serialise_response(resp, downstream_headers(resp.headers, self.public.domain))
+        conn.writer.write(out)
+        await conn.writer.drain()
+        conn.busy = False  # a WebSocket may idle for days; shutdown need not wait for it
+        to_backend, to_visitor = await pipe((conn.reader, conn.writer), (stream.reader, stream.writer))
+        tunnel.bytes_in += to_backend
+        tunnel.bytes_out += to_visitor + len(out)
+        return 101, len(out) + to_visitor, False
+
+    # -- shutdown ----------------------------------------------------------------------------------
+
+    async def drain(self, grace: float) -> None:
+        """Stop taking new requests; wait up to ``grace`` seconds for those in flight; close the rest."""
+        self.draining = True
+        for conn in list(self._conns):
+            if not conn.busy:
+                conn.writer.close()
+        deadline = time.monotonic() + grace
+        # Polling is enough here: it runs once, at shutdown, for at most ``grace`` seconds.
+        while any(c.busy for c in self._conns) and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        for conn in list(self._conns):
+            conn.writer.close()

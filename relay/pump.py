@@ -1,0 +1,121 @@
+"""Moving body bytes: exact lengths, chunked coding (forwarded as-is, tracked to find its end), until
+EOF, and the two-way pipe after a WebSocket ``101``. Every write is followed by ``drain()``, so a slow
+reader on either side holds the other back (backpressure) instead of filling memory."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+
+from .protocol import PUMP_CHUNK
+from .tunnels import ByteReader, ByteWriter
+
+_CHUNK_SIZE = re.compile(rb"([0-9a-fA-F]{1,15})(?:[ \t]*;[^\r\n]*)?\r\n")
+_MAX_LINE = 4096
+
+
+class Truncated(Exception):
+    """The sending side ended (or sent garbage) before the framing said the body was complete."""
+
+
+async def copy_exact(src: ByteReader, dst: ByteWriter, length: int) -> int:
+    remaining = length
+    while remaining:
+        data = await src.read(min(PUMP_CHUNK, remaining))
+        if not data:
+            raise Truncated(f"body ended {remaining} bytes short")
+        dst.write(data)
+        await dst.drain()
+        remaining -= len(data)
+    return length
+
+
+async def _read_line(src: ByteReader) -> bytes:
+    try:
+        line = await src.readuntil(b"\r\n")
+    except asyncio.IncompleteReadError as exc:
+        raise Truncated("chunked body ended early") from exc
+    except asyncio.LimitOverrunError as exc:
+        raise Truncated("chunk line too long") from exc
+    if len(line) > _MAX_LINE:
+        raise Truncated("chunk line too long")
+    return line
+
+
+async def copy_chunked(src: ByteReader, dst: ByteWriter) -> int:
+    """Forward a chunked body verbatim, validating its framing; returns the bytes moved."""
+    moved = 0
+    while True:
+        line = await _read_line(src)
+        match = _CHUNK_SIZE.fullmatch(line)
+        if not match:
+            raise Truncated("malformed chunk size line")
+        size = int(match.group(1), 16)
+        dst.write(line)
+        moved += len(line)
+        if size == 0:
+            break
+        moved += await copy_exact(src, dst, size)
+        try:
+            crlf = await src.readexactly(2)
+        except asyncio.IncompleteReadError as exc:
+            raise Truncated("chunked body ended early") from exc
+        if crlf != b"\r\n":
+            raise Truncated("chunk not followed by CRLF")
+        dst.write(crlf)
+        moved += 2
+    for _ in range(100):  # trailer fields, then the final CRLF
+        line = await _read_line(src)
+        if line[:1] in (b" ", b"\t"):
+            raise Truncated("folded trailer line")
+        dst.write(line)
+        moved += len(line)
+        if line == b"\r\n":
+            await dst.drain()
+            return moved
+    raise Truncated("too many trailer fields")
+
+
+async def copy_until_eof(src: ByteReader, dst: ByteWriter) -> int:
+    moved = 0
+    while data := await src.read(PUMP_CHUNK):
+        dst.write(data)
+        await dst.drain()
+        moved += len(data)
+    return moved
+
+
+async def _half(src: ByteReader, dst: ByteWriter) -> int:
+    moved = 0
+    try:
+        moved = await copy_until_eof(src, dst)
+    finally:
+        with contextlib.suppress(Exception):
+            dst.write_eof()
+    return moved
+
+
+async def pipe(
+    a: tuple[ByteReader, ByteWriter], b: tuple[ByteReader, ByteWriter], *, linger: float = 30.0
+) -> tuple[int, int]:
+    """Copy a→b and b→a; when one direction ends, give the other ``linger`` seconds, then close both.
+
+    Returns (bytes a→b, bytes b→a). No total-duration limit: a WebSocket may live for days.
+    """
+    forward = asyncio.ensure_future(_half(a[0], b[1]))
+    backward = asyncio.ensure_future(_half(b[0], a[1]))
+    tasks = (forward, backward)
+    try:
+        _, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        if pending:
+            await asyncio.wait(pending, timeout=linger)
+    finally:
+        for task in tasks:
+            task.cancel()
+        for writer in (a[1], b[1]):
+            with contextlib.suppress(Exception):
+                writer.close()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+    counts = [r if isinstance(r, int) else 0 for r in results]
+    return counts[0], counts[1]

@@ -1,0 +1,136 @@
+"""Header rewriting between visitor and backend. Pure functions.
+
+Rules (DESIGN §3.3): the relay's own credentials (header, cookies) never reach the backend; a backend
+cannot set or shadow the relay's cookies; forwarding headers are the relay's, not the visitor's.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from http.cookies import SimpleCookie
+
+from .http1 import Headers
+from .protocol import RELAY_COOKIE_NAMES, TOKEN_HEADER
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+#: Visitor headers that only the relay may set towards the backend.
+_FORWARDING = frozenset(
+    {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded", "x-real-ip"}
+)
+
+
+def strip_relay_cookies(value: str) -> str:
+    """Drop the relay's cookies from a ``Cookie`` header value, keeping every other pair as sent."""
+    kept = []
+    for pair in value.split(";"):
+        name = pair.split("=", 1)[0].strip()
+        if name and name not in RELAY_COOKIE_NAMES:
+            kept.append(pair.strip())
+    return "; ".join(kept)
+
+
+def cookie_value(headers: Headers, name: str) -> str | None:
+    """The value of cookie ``name`` across all ``Cookie`` headers (first wins)."""
+    for key, value in headers:
+        if key.lower() != "cookie":
+            continue
+        for pair in value.split(";"):
+            k, sep, v = pair.strip().partition("=")
+            if sep and k == name:
+                return v.strip().strip('"')
+    return None
+
+
+def is_trusted(peer_ip: str, trusted: Sequence[IPNetwork]) -> bool:
+    try:
+        addr = ipaddress.ip_address(peer_ip)
+    except ValueError:
+        return False
+    return any(addr in net for net in trusted)
+
+
+def client_address(peer_ip: str, headers: Headers, trusted: Sequence[IPNetwork]) -> str:
+    """The visitor's address: the peer, or for a trusted proxy the last address it appended."""
+    if not is_trusted(peer_ip, trusted):
+        return peer_ip
+    chain = [a.strip() for v in headers if v[0].lower() == "x-forwarded-for" for a in v[1].split(",")]
+    for addr in reversed(chain):
+        if addr and not is_trusted(addr, trusted):
+            return addr
+    return peer_ip
+
+
+def upstream_headers(headers: Headers, *, peer_ip: str, scheme: str, trusted: Sequence[IPNetwork]) -> Headers:
+    """The request headers the backend sees."""
+    trusted_peer = is_trusted(peer_ip, trusted)
+    out: Headers = []
+    prior_for: list[str] = []
+    proto = scheme
+    host = None
+    for name, value in headers:
+        lname = name.lower()
+        if lname == TOKEN_HEADER:
+            continue
+        if lname == "cookie":
+            value = strip_relay_cookies(value)
+            if value:
+                out.append((name, value))
+            continue
+        if lname in _FORWARDING:
+            if trusted_peer and lname == "x-forwarded-for":
+                prior_for.append(value)
+            elif trusted_peer and lname == "x-forwarded-proto" and value in ("http", "https"):
+                proto = value
+            elif trusted_peer and lname in ("forwarded", "x-real-ip"):
+                out.append((name, value))
+            continue
+        if lname == "host":
+            host = value
+        out.append((name, value))
+    out.append(("X-Forwarded-For", ", ".join([*prior_for, peer_ip])))
+    out.append(("X-Forwarded-Proto", proto))
+    if host is not None:
+        out.append(("X-Forwarded-Host", host))
+    return out
+
+
+def set_cookie_allowed(value: str, relay_domain: str) -> bool:
+    """May a backend's ``Set-Cookie`` reach the visitor?
+
+    Refused: the relay's cookie names (in any ``__Host-``/``__Secure-`` form), and any ``Domain``
+    attribute that widens the cookie to the relay's domain or one of its parents, where it would
+    reach every other user's tunnel.
+    """
+    name = value.split("=", 1)[0].strip()
+    bare = name.removeprefix("__Host-").removeprefix("__Secure-")
+    if name in RELAY_COOKIE_NAMES or bare in RELAY_COOKIE_NAMES:
+        return False
+    for attr in value.split(";")[1:]:
+        key, _, attr_value = attr.strip().partition("=")
+        if key.strip().lower() != "domain":
+            continue
+        dom = attr_value.strip().lower().lstrip(".").removesuffix(".")
+        if dom and (relay_domain == dom or relay_domain.endswith("." + dom)):
+            return False
+    return True
+
+
+def downstream_headers(headers: Headers, relay_domain: str) -> Headers:
+    """The response headers the visitor sees."""
+    return [(k, v) for k, v in headers if k.lower() != "set-cookie" or set_cookie_allowed(v, relay_domain)]
+
+
+def session_cookie(name: str, value: str, *, secure: bool, max_age: int) -> str:
+    """A host-only session cookie (no Domain attribute), HttpOnly, SameSite=Lax."""
+    cookie: SimpleCookie = SimpleCookie()
+    cookie[name] = value
+    morsel = cookie[name]
+    morsel["path"] = "/"
+    morsel["httponly"] = True
+    morsel["samesite"] = "Lax"
+    morsel["max-age"] = max_age
+    if secure:
+        morsel["secure"] = True
+    return morsel.OutputString()

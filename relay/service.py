@@ -1,0 +1,176 @@
+"""The running relay: owns start-up and a fixed shutdown order (CLI → Config → Service)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import ssl
+import sys
+from dataclasses import dataclass
+
+import asyncssh
+
+from . import hostkey
+from .auth import FailureLimiter
+from .config import Config, PublicUrl
+from .datadir import DataDirLock, ensure_data_dir
+from .errors import StoreError
+from .portal import Portal
+from .protocol import AUTH_FAILURE_LIMIT, AUTH_FAILURE_WINDOW, SHUTDOWN_GRACE
+from .proxy import Proxy
+from .ssh_server import RelaySSHServer, SshContext, start_ssh_server
+from .sso import SsoCodes
+from .store import Store
+from .tunnels import Registry, Tunnel
+
+log = logging.getLogger(__name__)
+
+#: Seconds between writes of per-tunnel byte counters to the store (read by ``relay tunnels``).
+LIVE_STATS_INTERVAL = 5.0
+#: The admin user created on first start ("admin" itself is a reserved tunnel name).
+BOOTSTRAP_ADMIN = "owner"
+
+
+@dataclass
+class Bootstrap:
+    """Printed once on first start: the admin's token is shown nowhere else."""
+
+    admin: str
+    token: str
+
+
+class RelayService:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.registry = Registry()
+        self._stop = asyncio.Event()
+        self._servers: list[asyncio.AbstractServer] = []
+        self._ssh: asyncssh.SSHAcceptor | None = None
+        self._connections: set[RelaySSHServer] = set()
+        self._lock = DataDirLock(config.data_dir)
+        self.store: Store | None = None
+        self.proxy: Proxy | None = None
+        self.bootstrap: Bootstrap | None = None
+        self.host_fingerprint = ""
+        self.http_port = 0
+        self.https_port: int | None = None
+        self.ssh_port = 0
+        self.public: PublicUrl | None = None
+
+    def open_store(self) -> Store:
+        """Data dir, lock, store and host key; creates the first admin on an empty store."""
+        ensure_data_dir(self.config.data_dir)
+        self._lock.acquire()
+        store = Store.open(self.config.data_dir)
+        self.store = store
+        self.host_key = hostkey.load_or_create(self.config.data_dir)
+        self.host_fingerprint = hostkey.fingerprint(self.host_key)
+        if store.count_users() == 0:
+            store.add_user(BOOTSTRAP_ADMIN, admin=True)
+            _, token = store.create_token(BOOTSTRAP_ADMIN, label="first start")
+            self.bootstrap = Bootstrap(BOOTSTRAP_ADMIN, token)
+        store.clear_live()
+        self.registry.subscribe(self._on_registry_change)
+        return store
+
+    def _on_registry_change(self, host: str, tunnel: Tunnel | None) -> None:
+        assert self.store is not None
+        try:
+            if tunnel is None:
+                self.store.drop_live(host)
+            else:
+                self.store.put_live(host, tunnel.user_id, tunnel.client, tunnel.since)
+        except StoreError as exc:  # the live table is informational; tunnels keep working
+            log.warning("cannot record live tunnel %s: %s", host, exc)
+
+    async def start(self) -> None:
+        store = self.store or self.open_store()
+        cfg = self.config
+        http = await asyncio.start_server(
+            self._serve_http, cfg.bind, cfg.http_port, limit=64 * 1024, reuse_address=True
+        )
+        self._servers.append(http)
+        self.http_port = http.sockets[0].getsockname()[1]
+        if cfg.https_port is not None:
+            assert cfg.tls_cert is not None and cfg.tls_key is not None
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ctx.load_cert_chain(cfg.tls_cert, cfg.tls_key)
+            https = await asyncio.start_server(
+                self._serve_https, cfg.bind, cfg.https_port, ssl=ctx, limit=64 * 1024, reuse_address=True
+            )
+            self._servers.append(https)
+            self.https_port = https.sockets[0].getsockname()[1]
+        self.public = public = cfg.resolved_public_url(self.http_port, self.https_port)
+        limiter = FailureLimiter(AUTH_FAILURE_LIMIT, AUTH_FAILURE_WINDOW)
+        portal = Portal(store=store, registry=self.registry, public=public, sso=SsoCodes(), limiter=limiter)
+        self.proxy = Proxy(
+            registry=self.registry, store=store, portal=portal, public=public, trust_proxy=cfg.trust_proxy
+        )
+        ssh_ctx = SshContext(
+            store=store, registry=self.registry, public=public, limiter=limiter, connections=self._connections
+        )
+        self._ssh = await start_ssh_server(ssh_ctx, cfg.bind, cfg.ssh_port, self.host_key)
+        self.ssh_port = self._ssh.sockets[0].getsockname()[1]
+        self._stats_task = asyncio.ensure_future(self._write_stats())
+
+    async def _serve_http(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        assert self.proxy is not None
+        await self.proxy.serve(reader, writer, "http")
+
+    async def _serve_https(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        assert self.proxy is not None
+        await self.proxy.serve(reader, writer, "https")
+
+    async def _write_stats(self) -> None:
+        while True:
+            await asyncio.sleep(LIVE_STATS_INTERVAL)
+            assert self.store is not None
+            rows = [(t.host, t.bytes_in, t.bytes_out) for t in self.registry.all()]
+            if rows:
+                try:
+                    self.store.update_live_bytes(rows)
+                except StoreError as exc:
+                    log.warning("cannot record tunnel statistics: %s", exc)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run_until_stopped(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        await self._stop.wait()
+        await self.shutdown()
+
+    async def shutdown(self) -> None:
+        """Fixed order: stop accepting; finish in-flight requests (≤ 30 s); tell SSH clients; close."""
+        log.info("shutting down")
+        for server in self._servers:
+            server.close()
+        if self._ssh is not None:
+            self._ssh.close()
+        if self.proxy is not None:
+            await self.proxy.drain(SHUTDOWN_GRACE)
+        for ssh in list(self._connections):
+            if ssh.conn is not None:
+                ssh.conn.disconnect(
+                    asyncssh.DISC_BY_APPLICATION, "relay is shutting down; reconnect in a moment"
+                )
+        if self._connections:
+            with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
+                await asyncio.wait_for(self._wait_connections_gone(), 5.0)
+        if hasattr(self, "_stats_task"):
+            self._stats_task.cancel()
+        if self.store is not None:
+            with contextlib.suppress(StoreError):
+                self.store.clear_live()
+            self.store.close()
+        self._lock.release()
+        sys.stdout.flush()
+
+    async def _wait_connections_gone(self) -> None:
+        # Polling is enough: it runs once, at shutdown, bounded by the caller's timeout.
+        while self._connections:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)

@@ -1,0 +1,344 @@
+"""The SSH side: authenticates users, turns ``-R NAME:80:...`` into registry entries without binding
+any port, and opens a ``forwarded-tcpip`` channel back to the client for each proxied stream.
+
+Everything a stock OpenSSH client can ask for besides that (``-L``, ``-D``, ``-W``, shells, commands,
+subsystems, agent and X11 forwarding, real port binds) is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import shlex
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import asyncssh
+
+from .auth import FailureLimiter
+from .config import PublicUrl
+from .errors import RelayError, StoreError
+from .names import claim_refusal, resolve_bind
+from .protocol import (
+    EXEC_TUNNELS,
+    SSH_ENCRYPTION_ALGS,
+    SSH_KEEPALIVE_COUNT_MAX,
+    SSH_KEEPALIVE_INTERVAL,
+    SSH_LOGIN_TIMEOUT,
+    TUNNEL_PORTS,
+)
+from .store import Store, User
+from .tunnels import Registry, Stream, Tunnel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SshContext:
+    """What every SSH connection shares: injected once by the service."""
+
+    store: Store
+    registry: Registry
+    public: PublicUrl
+    limiter: FailureLimiter
+    connections: set[RelaySSHServer]
+
+
+class TunnelListener(asyncssh.SSHListener):
+    """What ``server_requested`` returns: binds nothing; closing it unregisters the tunnel."""
+
+    def __init__(self, on_close: Callable[[], None], port: int) -> None:
+        super().__init__()
+        self._on_close = on_close
+        self._port = port
+
+    def get_port(self) -> int:
+        return self._port
+
+    def close(self) -> None:
+        self._on_close()
+
+    async def wait_closed(self) -> None:
+        return None
+
+
+class RelaySSHServer(asyncssh.SSHServer):
+    """One instance per SSH connection."""
+
+    def __init__(self, ctx: SshContext) -> None:
+        self.ctx = ctx
+        self.conn: asyncssh.SSHServerConnection | None = None
+        self.peer = "unknown"
+        self.user: User | None = None
+        self.tunnels: list[Tunnel] = []
+        self.notices: list[str] = []  # refusals and events, shown on the session channel
+        self.sessions: list[RelaySession] = []
+
+    # -- connection --------------------------------------------------------------------------
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self.conn = conn
+        peer = conn.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if peer else "unknown"
+        self.ctx.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.ctx.connections.discard(self)
+        for tunnel in self.tunnels:
+            self.ctx.registry.remove(tunnel)
+        if self.user is not None:
+            log.info("ssh %s user=%s disconnected%s", self.peer, self.user.name, f": {exc}" if exc else "")
+        self.tunnels.clear()
+
+    def notify(self, message: str) -> None:
+        """Tell the person at the client, on every open session (and later sessions)."""
+        self.notices.append(message)
+        for session in self.sessions:
+            session.write_notice(message)
+
+    # -- auth ----------------------------------------------------------------------------------
+
+    def begin_auth(self, username: str) -> bool:
+        return True  # always require authentication; "none" never succeeds
+
+    def password_auth_supported(self) -> bool:
+        return True
+
+    def validate_password(self, username: str, password: str) -> bool:
+        client = self.peer.rsplit(":", 1)[0]
+        if self.ctx.limiter.retry_after(client):
+            log.warning("ssh %s: too many failed logins, refusing", self.peer)
+            return False
+        user = self.ctx.store.verify_token(password.strip())
+        if user is None or user.name != username:
+            self.ctx.limiter.fail(client)
+            log.info("ssh %s: token login failed for user %.64r", self.peer, username)
+            return False
+        self.user = user
+        return True
+
+    def public_key_auth_supported(self) -> bool:
+        return True
+
+    def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        user = self.ctx.store.user_for_key(username, str(key.get_fingerprint("sha256")))
+        if user is None:
+            return False
+        self.user = user
+        return True
+
+    def auth_completed(self) -> None:
+        assert self.user is not None
+        log.info("ssh %s user=%s authenticated", self.peer, self.user.name)
+
+    # -- forwards ------------------------------------------------------------------------------
+
+    def server_requested(self, listen_host: str, listen_port: int) -> asyncssh.SSHListener | bool:
+        if self.user is None or self.conn is None:
+            return False
+        try:
+            return self._register(self.user, self.conn, listen_host, listen_port)
+        except RelayError as exc:
+            self.notify(f"refused -R {listen_host or '(default)'}:{listen_port}: {exc}")
+            log.info(
+                "ssh %s user=%s: -R %r:%d refused: %s",
+                self.peer,
+                self.user.name,
+                listen_host,
+                listen_port,
+                exc,
+            )
+            return False
+
+    def _register(
+        self, user: User, conn: asyncssh.SSHServerConnection, listen_host: str, listen_port: int
+    ) -> asyncssh.SSHListener:
+        if listen_port not in TUNNEL_PORTS:
+            raise RelayError(
+                f"only port 80 or 443 makes an HTTP tunnel (got {listen_port}); "
+                "the relay never binds real ports"
+            )
+        target = resolve_bind(listen_host, default_name=user.name, domain=self.ctx.public.domain)
+        if target.name is None:
+            raise RelayError(f"{target.host} is not a verified custom domain of yours")
+        store = self.ctx.store
+        refusal = claim_refusal(target.name, claimant_id=user.id, owner_id=store.name_owner(target.name))
+        if refusal is not None:
+            raise RelayError(refusal)
+        try:
+            claimed = store.claim_name(target.name, user.id)
+        except StoreError as exc:
+            raise RelayError(f"the relay cannot record the name right now: {exc}") from exc
+        if not claimed:
+            raise RelayError(f"name {target.name!r} was just claimed by another user")
+
+        async def open_stream() -> Stream:
+            reader, writer = await conn.open_connection(listen_host, listen_port, "127.0.0.1", 0)
+            return Stream(reader, writer)
+
+        tunnel = Tunnel(
+            host=target.host, user_id=user.id, user_name=user.name, client=self.peer, opener=open_stream
+        )
+        displaced = self.ctx.registry.add(tunnel)
+        if displaced is not None:
+            for other in list(self.ctx.connections):
+                if displaced in other.tunnels:
+                    other.tunnels.remove(displaced)
+                    other.notify(f"{target.host} was taken over by a new connection from {self.peer}")
+        self.tunnels.append(tunnel)
+        url = self.ctx.public.tunnel_url(target.host)
+        log.info(
+            "ssh %s user=%s: tunnel %s up%s",
+            self.peer,
+            user.name,
+            url,
+            " (took over a previous connection)" if displaced else "",
+        )
+
+        def close() -> None:
+            if tunnel in self.tunnels:
+                self.tunnels.remove(tunnel)
+            self.ctx.registry.remove(tunnel)
+
+        return TunnelListener(close, listen_port)
+
+    # -- sessions ------------------------------------------------------------------------------
+
+    def session_requested(self) -> asyncssh.SSHServerSession[str] | bool:
+        return RelaySession(self)
+
+    def tunnels_doc(self) -> dict[str, object]:
+        assert self.user is not None
+        mine = self.ctx.registry.for_user(self.user.id)
+        return {
+            "user": self.user.name,
+            "tunnels": [
+                {**t.as_json(self.ctx.public.tunnel_url), "this_connection": t in self.tunnels} for t in mine
+            ],
+        }
+
+
+class RelaySession(asyncssh.SSHServerSession[str]):
+    """A session channel: prints URLs and idles, or answers the relay's own exec commands."""
+
+    def __init__(self, server: RelaySSHServer) -> None:
+        self.server = server
+        self.chan: asyncssh.SSHServerChannel[str] | None = None
+        self.command: str | None = None
+        self.pty = False
+
+    def connection_made(self, chan: asyncssh.SSHServerChannel[str]) -> None:
+        self.chan = chan
+
+    def pty_requested(
+        self, term_type: str, term_size: tuple[int, int, int, int], term_modes: Mapping[int, int]
+    ) -> bool:
+        self.pty = True  # makes OpenSSH set TCP_NODELAY; we never run anything on it
+        return True
+
+    def shell_requested(self) -> bool:
+        return True
+
+    def exec_requested(self, command: str) -> bool:
+        self.command = command
+        return True  # answered in session_started: unknown commands get a clear error
+
+    def subsystem_requested(self, subsystem: str) -> bool:
+        return False
+
+    @property
+    def _nl(self) -> str:
+        return "\r\n" if self.pty else "\n"
+
+    def session_started(self) -> None:
+        assert self.chan is not None
+        self.server.sessions.append(self)
+        if self.command is not None:
+            self._run(self.command)
+            return
+        asyncio.get_running_loop().call_soon(self._greet)
+
+    def _greet(self) -> None:
+        assert self.chan is not None
+        for message in self.server.notices:
+            self.write_notice(message)
+        urls = [self.server.ctx.public.tunnel_url(t.host) for t in self.server.tunnels]
+        if urls:
+            for url in urls:
+                self.chan.write(url + self._nl)
+        else:
+            self.chan.write_stderr(
+                "relay: no tunnel on this connection. Use: ssh -R NAME:80:localhost:PORT "
+                f"USER@{self.server.ctx.public.domain}" + self._nl
+            )
+
+    def write_notice(self, message: str) -> None:
+        if self.chan is not None and not self.chan.is_closing():
+            self.chan.write_stderr(f"relay: {message}{self._nl}")
+
+    def _run(self, command: str) -> None:
+        assert self.chan is not None
+        try:
+            argv = shlex.split(command)
+        except ValueError:
+            argv = []
+        if argv and argv[0] == EXEC_TUNNELS and set(argv[1:]) <= {"--json"}:
+            doc = self.server.tunnels_doc()
+            if "--json" in argv:
+                self.chan.write(json.dumps(doc) + "\n")
+            else:
+                tunnels = doc["tunnels"]
+                assert isinstance(tunnels, list)
+                for t in tunnels:
+                    self.chan.write(f"{t['url']}\t{t['client']}\n")
+            self.chan.exit(0)
+            return
+        self.chan.write_stderr(
+            f"relay: unknown command {command[:60]!r}; this relay runs no programs. "
+            f"Available: {EXEC_TUNNELS} [--json]\n"
+        )
+        self.chan.exit(2)
+
+    def data_received(self, data: str, datatype: asyncssh.DataType) -> None:
+        # With a pty, Ctrl-C and Ctrl-D arrive as bytes: end the session as a shell would.
+        if self.chan is not None and self.command is None and ("\x03" in data or "\x04" in data):
+            self.chan.write_stderr("relay: closing" + self._nl)
+            self.chan.exit(0)
+
+    def eof_received(self) -> bool:
+        return True  # keep idling: `ssh ... < /dev/null` must not end the tunnel
+
+    def break_received(self, msec: int) -> bool:
+        if self.chan is not None:
+            self.chan.exit(0)
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self in self.server.sessions:
+            self.server.sessions.remove(self)
+
+
+async def start_ssh_server(
+    ctx: SshContext, host: str, port: int, host_key: asyncssh.SSHKey
+) -> asyncssh.SSHAcceptor:
+    return await asyncssh.create_server(
+        lambda: RelaySSHServer(ctx),
+        host,
+        port,
+        server_host_keys=[host_key],
+        server_version="Relay",
+        encryption_algs=list(SSH_ENCRYPTION_ALGS),
+        login_timeout=SSH_LOGIN_TIMEOUT,
+        keepalive_interval=SSH_KEEPALIVE_INTERVAL,
+        keepalive_count_max=SSH_KEEPALIVE_COUNT_MAX,
+        agent_forwarding=False,
+        x11_forwarding=False,
+        allow_scp=False,
+        kbdint_auth=False,
+        gss_host=None,
+        line_editor=False,
+        encoding="utf-8",
+        errors="replace",
+        reuse_address=True,
+    )

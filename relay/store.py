@@ -1,0 +1,451 @@
+"""The embedded SQLite store: users, token hashes, SSH keys, owned names, sessions, live tunnels.
+
+This is the only module that speaks SQL. Secrets (tokens, session ids) are stored only as SHA-256
+hashes: they are 256-bit random values, so a fast hash is enough and a leaked database yields nothing
+usable. The schema is versioned; migrations run forward at open time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from .datadir import DB_FILE, check_private
+from .errors import BadRequest, Conflict, NotFound, StoreError
+
+TOKEN_PREFIX = "rly_"
+
+_MIGRATIONS: tuple[str, ...] = (
+    # v1
+    """
+    CREATE TABLE users (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        is_admin INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE tokens (
+        id TEXT PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        hash BLOB NOT NULL,
+        label TEXT NOT NULL DEFAULT '',
+        created_at REAL NOT NULL,
+        expires_at REAL,
+        last_used_at REAL
+    );
+    CREATE TABLE ssh_keys (
+        id INTEGER PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        fingerprint TEXT NOT NULL UNIQUE,
+        public_key TEXT NOT NULL,
+        comment TEXT NOT NULL DEFAULT '',
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE names (
+        name TEXT PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        claimed_at REAL NOT NULL
+    );
+    CREATE TABLE sessions (
+        hash BLOB PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        host TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL
+    );
+    CREATE TABLE live_tunnels (
+        host TEXT PRIMARY KEY,
+        user_id INTEGER NOT NULL,
+        client TEXT NOT NULL,
+        since REAL NOT NULL,
+        bytes_in INTEGER NOT NULL DEFAULT 0,
+        bytes_out INTEGER NOT NULL DEFAULT 0
+    );
+    """,
+)
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    name: str
+    is_admin: bool
+    created_at: float
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    id: str
+    user: str
+    label: str
+    created_at: float
+    expires_at: float | None
+    last_used_at: float | None
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    id: int
+    user: str
+    fingerprint: str
+    public_key: str
+    comment: str
+    created_at: float
+
+
+@dataclass(frozen=True)
+class LiveTunnel:
+    host: str
+    user: str
+    client: str
+    since: float
+    bytes_in: int
+    bytes_out: int
+
+
+def _hash(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode()).digest()
+
+
+def split_token(token: str) -> tuple[str, str] | None:
+    """``rly_<10 hex id>_<secret>`` → (public id, secret); None if it is not shaped like a token."""
+    if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
+        return None
+    rest = token[len(TOKEN_PREFIX) :]
+    token_id, sep, secret = rest.partition("_")
+    if not sep or len(token_id) != 10 or not secret:
+        return None
+    try:
+        int(token_id, 16)
+    except ValueError:
+        return None
+    return TOKEN_PREFIX + token_id, secret
+
+
+class Store:
+    """A connection to ``DATA_DIR/relay.db``. One per process; not shared across threads."""
+
+    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
+        self._db = db
+        self.path = path
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, data_dir: Path) -> Store:
+        path = data_dir / DB_FILE
+        check_private(path)
+        existed = path.exists()
+        if not existed:
+            # Create it 0600 before SQLite touches it, so no window exists where it is readable.
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+        try:
+            db = sqlite3.connect(path, timeout=10.0, isolation_level=None)
+            db.execute("PRAGMA busy_timeout = 10000")
+            db.execute("PRAGMA foreign_keys = ON")
+            if existed:
+                row = db.execute("PRAGMA quick_check").fetchone()
+                if row is None or row[0] != "ok":
+                    raise StoreError(
+                        f"{path} failed its integrity check ({row[0] if row else 'no result'}); "
+                        "restore it from a backup — the relay will not overwrite it"
+                    )
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = NORMAL")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot open {path}: {exc}; restore it from a backup") from exc
+        store = cls(db, path)
+        store._migrate()
+        return store
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _migrate(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(_MIGRATIONS):
+            raise StoreError(
+                f"{self.path} has schema version {version}, newer than this relay knows "
+                f"({len(_MIGRATIONS)}); upgrade relay"
+            )
+        for number, script in enumerate(_MIGRATIONS[version:], start=version + 1):
+            with self._tx():
+                for statement in script.split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+                self._db.execute(f"PRAGMA user_version = {number}")
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"{self.path} is busy or unwritable: {exc}") from exc
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        try:
+            self._db.execute("COMMIT")
+        except sqlite3.OperationalError as exc:  # e.g. disk full: nothing was changed
+            self._db.execute("ROLLBACK")
+            raise StoreError(f"cannot write {self.path}: {exc}") from exc
+
+    # -- users -------------------------------------------------------------------------------
+
+    def add_user(self, name: str, *, admin: bool = False) -> User:
+        now = time.time()
+        try:
+            with self._tx() as db:
+                cur = db.execute(
+                    "INSERT INTO users (name, is_admin, created_at) VALUES (?, ?, ?)",
+                    (name, int(admin), now),
+                )
+                assert cur.lastrowid is not None
+                user_id = cur.lastrowid
+                # A user's default tunnel name is their user name; claim it with the account so
+                # that nobody else can take it first.
+                owner = db.execute("SELECT user_id FROM names WHERE name = ?", (name,)).fetchone()
+                if owner is not None:
+                    raise Conflict(f"name {name!r} is already owned by another user")
+                db.execute(
+                    "INSERT INTO names (name, user_id, claimed_at) VALUES (?, ?, ?)",
+                    (name, user_id, now),
+                )
+        except sqlite3.IntegrityError:
+            raise Conflict(f"user {name!r} already exists") from None
+        return User(user_id, name, admin, now)
+
+    def get_user(self, name: str) -> User:
+        row = self._db.execute(
+            "SELECT id, name, is_admin, created_at FROM users WHERE name = ?", (name,)
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"no user {name!r}")
+        return User(row[0], row[1], bool(row[2]), row[3])
+
+    def user_by_id(self, user_id: int) -> User | None:
+        row = self._db.execute(
+            "SELECT id, name, is_admin, created_at FROM users WHERE id = ?", (user_id,)
+        ).fetchone()
+        return User(row[0], row[1], bool(row[2]), row[3]) if row else None
+
+    def list_users(self) -> list[User]:
+        rows = self._db.execute("SELECT id, name, is_admin, created_at FROM users ORDER BY name")
+        return [User(r[0], r[1], bool(r[2]), r[3]) for r in rows]
+
+    def count_users(self) -> int:
+        return int(self._db.execute("SELECT count(*) FROM users").fetchone()[0])
+
+    def remove_user(self, name: str) -> None:
+        user = self.get_user(name)
+        with self._tx() as db:
+            db.execute("DELETE FROM users WHERE id = ?", (user.id,))
+
+    # -- tokens ------------------------------------------------------------------------------
+
+    def create_token(
+        self, user: str, *, label: str = "", expires_at: float | None = None
+    ) -> tuple[TokenInfo, str]:
+        """Create a token; returns its info and the plain token, which is never stored."""
+        owner = self.get_user(user)
+        token_id = TOKEN_PREFIX + secrets.token_hex(5)
+        secret = secrets.token_urlsafe(32)  # 256 bits
+        now = time.time()
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO tokens (id, user_id, hash, label, created_at, expires_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (token_id, owner.id, _hash(secret), label, now, expires_at),
+            )
+        return TokenInfo(token_id, user, label, now, expires_at, None), f"{token_id}_{secret}"
+
+    def list_tokens(self, user: str | None = None) -> list[TokenInfo]:
+        query = (
+            "SELECT t.id, u.name, t.label, t.created_at, t.expires_at, t.last_used_at "
+            "FROM tokens t JOIN users u ON u.id = t.user_id"
+        )
+        params: tuple[object, ...] = ()
+        if user is not None:
+            self.get_user(user)
+            query += " WHERE u.name = ?"
+            params = (user,)
+        rows = self._db.execute(query + " ORDER BY t.created_at", params)
+        return [TokenInfo(*r) for r in rows]
+
+    def revoke_token(self, token_id: str) -> None:
+        with self._tx() as db:
+            cur = db.execute("DELETE FROM tokens WHERE id = ?", (token_id,))
+        if cur.rowcount == 0:
+            raise NotFound(f"no token {token_id!r}")
+
+    def verify_token(self, token: str, *, now: float | None = None) -> User | None:
+        """The user a plain token belongs to, or None (unknown, wrong, expired). Constant-time compare."""
+        parts = split_token(token)
+        if parts is None:
+            return None
+        token_id, secret = parts
+        row = self._db.execute(
+            "SELECT t.hash, t.expires_at, u.id, u.name, u.is_admin, u.created_at "
+            "FROM tokens t JOIN users u ON u.id = t.user_id WHERE t.id = ?",
+            (token_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        stored, expires_at, *user = row
+        if not hmac.compare_digest(stored, _hash(secret)):
+            return None
+        now = time.time() if now is None else now
+        if expires_at is not None and now >= expires_at:
+            return None
+        return User(user[0], user[1], bool(user[2]), user[3])
+
+    # -- SSH keys ----------------------------------------------------------------------------
+
+    def add_key(self, user: str, *, fingerprint: str, public_key: str, comment: str) -> KeyInfo:
+        owner = self.get_user(user)
+        now = time.time()
+        try:
+            with self._tx() as db:
+                cur = db.execute(
+                    "INSERT INTO ssh_keys (user_id, fingerprint, public_key, comment, created_at) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (owner.id, fingerprint, public_key, comment, now),
+                )
+        except sqlite3.IntegrityError:
+            raise Conflict(f"key {fingerprint} is already registered") from None
+        assert cur.lastrowid is not None
+        return KeyInfo(cur.lastrowid, user, fingerprint, public_key, comment, now)
+
+    def list_keys(self, user: str | None = None) -> list[KeyInfo]:
+        query = (
+            "SELECT k.id, u.name, k.fingerprint, k.public_key, k.comment, k.created_at "
+            "FROM ssh_keys k JOIN users u ON u.id = k.user_id"
+        )
+        params: tuple[object, ...] = ()
+        if user is not None:
+            self.get_user(user)
+            query += " WHERE u.name = ?"
+            params = (user,)
+        return [KeyInfo(*r) for r in self._db.execute(query + " ORDER BY k.id", params)]
+
+    def remove_key(self, key_id: int) -> None:
+        with self._tx() as db:
+            cur = db.execute("DELETE FROM ssh_keys WHERE id = ?", (key_id,))
+        if cur.rowcount == 0:
+            raise NotFound(f"no key {key_id}")
+
+    def user_for_key(self, username: str, fingerprint: str) -> User | None:
+        row = self._db.execute(
+            "SELECT u.id, u.name, u.is_admin, u.created_at FROM ssh_keys k "
+            "JOIN users u ON u.id = k.user_id WHERE k.fingerprint = ? AND u.name = ?",
+            (fingerprint, username),
+        ).fetchone()
+        return User(row[0], row[1], bool(row[2]), row[3]) if row else None
+
+    # -- names -------------------------------------------------------------------------------
+
+    def name_owner(self, name: str) -> int | None:
+        row = self._db.execute("SELECT user_id FROM names WHERE name = ?", (name,)).fetchone()
+        return int(row[0]) if row else None
+
+    def claim_name(self, name: str, user_id: int) -> bool:
+        """Record ``user_id`` as owner of ``name`` if unowned. True if the user owns it afterwards."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO names (name, user_id, claimed_at) VALUES (?, ?, ?)",
+                (name, user_id, time.time()),
+            )
+            row = db.execute("SELECT user_id FROM names WHERE name = ?", (name,)).fetchone()
+        return bool(row and row[0] == user_id)
+
+    def list_names(self, user: str | None = None) -> list[tuple[str, str]]:
+        query = "SELECT n.name, u.name FROM names n JOIN users u ON u.id = n.user_id"
+        params: tuple[object, ...] = ()
+        if user is not None:
+            query += " WHERE u.name = ?"
+            params = (user,)
+        return [(r[0], r[1]) for r in self._db.execute(query + " ORDER BY n.name", params)]
+
+    def release_name(self, name: str) -> None:
+        with self._tx() as db:
+            cur = db.execute("DELETE FROM names WHERE name = ?", (name,))
+        if cur.rowcount == 0:
+            raise NotFound(f"name {name!r} is not owned")
+
+    # -- sessions ----------------------------------------------------------------------------
+
+    def create_session(self, user_id: int, host: str, ttl: float) -> str:
+        """A new browser session bound to ``host``; returns the id that goes into the cookie."""
+        sid = secrets.token_urlsafe(32)
+        now = time.time()
+        with self._tx() as db:
+            db.execute("DELETE FROM sessions WHERE expires_at < ?", (now,))
+            db.execute(
+                "INSERT INTO sessions (hash, user_id, host, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+                (_hash(sid), user_id, host, now, now + ttl),
+            )
+        return sid
+
+    def session_user(self, sid: str, host: str) -> User | None:
+        if not sid or len(sid) > 100:
+            return None
+        row = self._db.execute(
+            "SELECT u.id, u.name, u.is_admin, u.created_at FROM sessions s "
+            "JOIN users u ON u.id = s.user_id WHERE s.hash = ? AND s.host = ? AND s.expires_at > ?",
+            (_hash(sid), host, time.time()),
+        ).fetchone()
+        return User(row[0], row[1], bool(row[2]), row[3]) if row else None
+
+    def delete_session(self, sid: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM sessions WHERE hash = ?", (_hash(sid),))
+
+    # -- live tunnels (written by the running relay, read by ``relay tunnels``) -----------------
+
+    def clear_live(self) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM live_tunnels")
+
+    def put_live(self, host: str, user_id: int, client: str, since: float) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO live_tunnels (host, user_id, client, since) VALUES (?, ?, ?, ?)",
+                (host, user_id, client, since),
+            )
+
+    def update_live_bytes(self, rows: list[tuple[str, int, int]]) -> None:
+        with self._tx() as db:
+            db.executemany(
+                "UPDATE live_tunnels SET bytes_in = ?, bytes_out = ? WHERE host = ?",
+                [(b_in, b_out, host) for host, b_in, b_out in rows],
+            )
+
+    def drop_live(self, host: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM live_tunnels WHERE host = ?", (host,))
+
+    def list_live(self) -> list[LiveTunnel]:
+        rows = self._db.execute(
+            "SELECT l.host, u.name, l.client, l.since, l.bytes_in, l.bytes_out "
+            "FROM live_tunnels l JOIN users u ON u.id = l.user_id ORDER BY l.host"
+        )
+        return [LiveTunnel(*r) for r in rows]
+
+
+def parse_duration(text: str) -> float:
+    """``30d``, ``12h``, ``45m``, ``90s`` → seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+    text = text.strip().lower()
+    if len(text) < 2 or text[-1] not in units or not text[:-1].isdigit() or int(text[:-1]) == 0:
+        raise BadRequest(f"invalid duration {text!r}: use a number and a unit, e.g. 30d, 12h, 45m")
+    return int(text[:-1]) * units[text[-1]]
