@@ -1,0 +1,355 @@
+"""One harness for end-to-end tests: a real ``relay serve`` process, a real OpenSSH client, and a
+small aiohttp backend, all on 127.0.0.1 with free ports (chisel's testLayout idea)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from aiohttp import WSMsgType, web
+
+from relay.store import Store
+
+SSH = shutil.which("ssh") or "ssh"
+
+
+@dataclass
+class RelayProcess:
+    """A running ``relay serve``; ports and the first admin token parsed from its output."""
+
+    proc: subprocess.Popen[str]
+    data_dir: Path
+    http_port: int
+    ssh_port: int
+    admin_token: str
+    fingerprint: str
+    output: list[str]
+    workdir: Path
+    log: IO[str]
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def url(self, name: str) -> str:
+        return f"http://{name}.localhost:{self.http_port}"
+
+    def add_user(self, name: str) -> str:
+        """Create a user through the real CLI; returns the token."""
+        out = subprocess.run(
+            [sys.executable, "-m", "relay", "user", "add", name, "--json", "--data-dir", str(self.data_dir)],
+            check=True, capture_output=True, text=True,
+        )
+        return str(json.loads(out.stdout)["token"])
+
+    def add_key(self, user: str) -> Path:
+        """Generate an ed25519 key pair, register its public half for ``user``; returns the private key."""
+        key = self.workdir / f"id_{user}"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+        subprocess.run(
+            [sys.executable, "-m", "relay", "key", "add", user, f"{key}.pub", "--data-dir", str(self.data_dir)],
+            check=True, capture_output=True,
+        )
+        return key
+
+    def store(self) -> Store:
+        return Store.open(self.data_dir)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 40) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        if self.proc.stdout is not None:
+            self.output += self.proc.stdout.read().splitlines()
+            self.proc.stdout.close()
+        self.log.close()
+        return code
+
+    def log_text(self) -> str:
+        return (self.workdir / "relay.log").read_text()
+
+
+def start_relay(workdir: Path, *, data_dir: Path | None = None, extra: list[str] | None = None,
+                http_port: int = 0, ssh_port: int = 0) -> RelayProcess:
+    data_dir = data_dir or workdir / "data"
+    cmd = [
+        sys.executable, "-m", "relay", "serve", "--bind", "127.0.0.1", "--http-port", str(http_port),
+        "--ssh-port", str(ssh_port), "--data-dir", str(data_dir), *(extra or []),
+    ]
+    log = open(workdir / "relay.log", "a")  # noqa: SIM115 - kept open for the process's life
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True)
+    assert proc.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + 20
+    http_port = ssh_port = 0
+    fingerprint = ""
+    token = ""
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line.rstrip("\n"))
+        if m := re.search(r"HTTP on [\d.]+:(\d+), SSH on [\d.]+:(\d+)", line):
+            http_port, ssh_port = int(m[1]), int(m[2])
+        if m := re.search(r"fingerprint (SHA256:\S+)", line):
+            fingerprint = m[1]
+        if m := re.match(r"\s+(rly_\S+)$", line):
+            token = m[1]
+        if line.startswith("relay: ready"):
+            break
+    if not http_port:
+        proc.kill()
+        raise RuntimeError("relay did not start:\n" + "\n".join(lines) + (workdir / "relay.log").read_text())
+    return RelayProcess(proc, data_dir, http_port, ssh_port, token, fingerprint, lines, workdir, log)
+
+
+@dataclass
+class SshTunnel:
+    proc: asyncio.subprocess.Process
+    stdout_lines: list[str] = field(default_factory=list)
+    stderr: str = ""
+
+    async def close(self) -> None:
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.terminate()
+            with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
+                await asyncio.wait_for(self.proc.wait(), 5)
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+            await self.proc.wait()
+
+    def kill(self) -> None:
+        self.proc.kill()
+
+
+def ssh_args(relay: RelayProcess, user: str, *, token: str | None = None, key: Path | None = None) -> tuple[list[str], dict[str, str]]:
+    """Arguments and environment for a real OpenSSH client logging in with a key or a token."""
+    env = dict(os.environ)
+    args = [
+        SSH, "-p", str(relay.ssh_port), "-o", f"UserKnownHostsFile={relay.workdir / 'known_hosts'}",
+        "-o", "StrictHostKeyChecking=accept-new", "-o", "LogLevel=ERROR", "-o", "ServerAliveInterval=5",
+        "-o", "ConnectTimeout=10", "-F", "/dev/null",
+    ]
+    if key is not None:
+        args += ["-i", str(key), "-o", "IdentitiesOnly=yes", "-o", "PasswordAuthentication=no",
+                 "-o", "BatchMode=yes"]
+    else:
+        assert token is not None
+        askpass = relay.workdir / f"askpass-{hashlib.sha256(token.encode()).hexdigest()[:8]}"
+        askpass.write_text(f"#!/bin/sh\necho '{token}'\n")
+        askpass.chmod(0o700)
+        env.update(SSH_ASKPASS=str(askpass), SSH_ASKPASS_REQUIRE="force", DISPLAY=":0")
+        args += ["-o", "PubkeyAuthentication=no", "-o", "NumberOfPasswordPrompts=1"]
+    return args, env
+
+
+async def open_tunnel(relay: RelayProcess, user: str, spec: str, *, token: str | None = None,
+                      key: Path | None = None, expect_url: bool = True, extra: list[str] | None = None) -> SshTunnel:
+    """``ssh -R SPEC user@relay`` (a session without -N, so the relay prints the URL); waits for it."""
+    args, env = ssh_args(relay, user, token=token, key=key)
+    args += [*(extra or []), "-R", spec, f"{user}@127.0.0.1"]
+    proc = await asyncio.create_subprocess_exec(
+        *args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+        start_new_session=True,
+    )
+    tunnel = SshTunnel(proc)
+    assert proc.stdout is not None and proc.stderr is not None
+    if expect_url:
+        line = await asyncio.wait_for(proc.stdout.readline(), 15)
+        if not line:
+            err = await proc.stderr.read()
+            raise AssertionError(f"ssh printed no URL; stderr: {err.decode()}")
+        tunnel.stdout_lines.append(line.decode().strip())
+    return tunnel
+
+
+async def ssh_exec(relay: RelayProcess, user: str, command: list[str], *, token: str | None = None,
+                   key: Path | None = None, extra: list[str] | None = None) -> tuple[int, str, str]:
+    args, env = ssh_args(relay, user, token=token, key=key)
+    proc = await asyncio.create_subprocess_exec(
+        *args, *(extra or []), f"{user}@127.0.0.1", "--", *command, stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+# -- the backend ------------------------------------------------------------------------------------
+
+
+def pattern_bytes(size: int, seed: int = 7) -> AsyncIterator[bytes]:
+    """Deterministic pseudo-random bytes, produced in 64 KiB pieces (never all in memory)."""
+
+    async def gen() -> AsyncIterator[bytes]:
+        block = hashlib.sha256(str(seed).encode()).digest() * 2048  # 64 KiB
+        sent = 0
+        while sent < size:
+            piece = block[: min(len(block), size - sent)]
+            sent += len(piece)
+            yield piece
+
+    return gen()
+
+
+def pattern_sha256(size: int, seed: int = 7) -> str:
+    block = hashlib.sha256(str(seed).encode()).digest() * 2048
+    digest = hashlib.sha256()
+    sent = 0
+    while sent < size:
+        piece = block[: min(len(block), size - sent)]
+        digest.update(piece)
+        sent += len(piece)
+    return digest.hexdigest()
+
+
+@dataclass
+class Backend:
+    """An aiohttp app standing in for JupyterLab: it records every request it sees."""
+
+    port: int = 0
+    seen: list[dict[str, object]] = field(default_factory=list)
+    runner: web.AppRunner | None = None
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_route("*", "/echo", self.echo)
+        app.router.add_get("/download", self.download)
+        app.router.add_post("/upload", self.upload)
+        app.router.add_get("/ws", self.ws)
+        app.router.add_get("/set-cookies", self.set_cookies)
+        app.router.add_route("*", "/{tail:.*}", self.echo)
+        return app
+
+    def record(self, request: web.Request) -> None:
+        self.seen.append({"method": request.method, "path": request.path_qs,
+                          "headers": dict(request.headers)})
+
+    async def echo(self, request: web.Request) -> web.Response:
+        self.record(request)
+        body = await request.read()
+        return web.json_response({
+            "method": request.method, "path": request.path_qs, "headers": dict(request.headers),
+            "cookies": dict(request.cookies), "body": body.decode(errors="replace"),
+        })
+
+    async def download(self, request: web.Request) -> web.StreamResponse:
+        self.record(request)
+        size = int(request.query["size"])
+        resp = web.StreamResponse()
+        resp.content_length = size
+        await resp.prepare(request)
+        async for piece in pattern_bytes(size):
+            await resp.write(piece)
+        await resp.write_eof()
+        return resp
+
+    async def upload(self, request: web.Request) -> web.Response:
+        self.record(request)
+        digest = hashlib.sha256()
+        length = 0
+        async for piece in request.content.iter_chunked(65536):
+            digest.update(piece)
+            length += len(piece)
+        return web.json_response({"sha256": digest.hexdigest(), "length": length})
+
+    async def ws(self, request: web.Request) -> web.WebSocketResponse:
+        self.record(request)
+        sock = web.WebSocketResponse()
+        await sock.prepare(request)
+        async for msg in sock:
+            if msg.type is WSMsgType.TEXT:
+                await sock.send_str("echo:" + msg.data)
+            elif msg.type is WSMsgType.BINARY:
+                await sock.send_bytes(msg.data)
+        return sock
+
+    async def set_cookies(self, request: web.Request) -> web.Response:
+        self.record(request)
+        resp = web.Response(text="ok")
+        resp.headers.add("Set-Cookie", "app=1; Path=/")
+        resp.headers.add("Set-Cookie", "relay_session=evil; Path=/")
+        resp.headers.add("Set-Cookie", "__Host-relay_session=evil; Path=/; Secure")
+        resp.headers.add("Set-Cookie", "wide=1; Domain=localhost; Path=/")
+        return resp
+
+    async def start(self) -> None:
+        self.runner = web.AppRunner(self.app(), access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = int(self.runner.addresses[0][1])
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    set_cookies: list[str]
+    body: bytes
+
+    def json(self) -> dict[str, object]:
+        doc = json.loads(self.body)
+        assert isinstance(doc, dict)
+        return doc
+
+
+async def fetch(relay: RelayProcess, host: str, path: str = "/", *, method: str = "GET",
+                headers: dict[str, str] | None = None, data: bytes | None = None) -> Reply:
+    """One request to the relay's HTTP port with an explicit Host; no redirects, no cookie jar."""
+    import aiohttp
+
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False) as session:
+        async with session.request(
+            method, f"{relay.base}{path}", headers={"Host": host, **(headers or {})}, data=data,
+            allow_redirects=False,
+        ) as resp:
+            body = await resp.read()
+            return Reply(resp.status, {k: v for k, v in resp.headers.items()},
+                         resp.headers.getall("Set-Cookie", []), body)
+
+
+async def raw_request(port: int, data: bytes, *, read_timeout: float = 10) -> bytes:
+    """Send raw bytes to the relay and read until it closes (or the timeout)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(data)
+    await writer.drain()
+    chunks = []
+    try:
+        while True:
+            chunk = await asyncio.wait_for(reader.read(65536), read_timeout)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    except (asyncio.TimeoutError, TimeoutError):
+        pass
+    writer.close()
+    return b"".join(chunks)
+
+
+def cookie_pair(set_cookie: str) -> str:
+    """``name=value`` from a Set-Cookie header, to send back in Cookie."""
+    return set_cookie.split(";", 1)[0]
