@@ -154,6 +154,7 @@ class RelayService:
         if self.proxy is not None:
             await self.proxy.drain(SHUTDOWN_GRACE)
         for ssh in list(self._connections):
+            ssh.notify("relay is shutting down; reconnect in a moment")
             if ssh.conn is not None:
                 ssh.conn.disconnect(
                     asyncssh.DISC_BY_APPLICATION, "relay is shutting down; reconnect in a moment"

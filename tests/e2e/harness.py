@@ -76,10 +76,11 @@ class RelayProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             code = self.proc.wait()
-        if self.proc.stdout is not None:
+        if self.proc.stdout is not None and not self.proc.stdout.closed:
             self.output += self.proc.stdout.read().splitlines()
             self.proc.stdout.close()
-        self.log.close()
+        if not self.log.closed:
+            self.log.close()
         return code
 
     def log_text(self) -> str:
@@ -146,7 +147,7 @@ def ssh_args(relay: RelayProcess, user: str, *, token: str | None = None, key: P
     env = dict(os.environ)
     args = [
         SSH, "-p", str(relay.ssh_port), "-o", f"UserKnownHostsFile={relay.workdir / 'known_hosts'}",
-        "-o", "StrictHostKeyChecking=accept-new", "-o", "LogLevel=ERROR", "-o", "ServerAliveInterval=5",
+        "-o", "StrictHostKeyChecking=accept-new", "-o", "LogLevel=INFO", "-o", "ServerAliveInterval=5",
         "-o", "ConnectTimeout=10", "-F", "/dev/null",
     ]
     if key is not None:
@@ -237,6 +238,7 @@ class Backend:
         app.router.add_post("/upload", self.upload)
         app.router.add_get("/ws", self.ws)
         app.router.add_get("/set-cookies", self.set_cookies)
+        app.router.add_get("/slow", self.slow)
         app.router.add_route("*", "/{tail:.*}", self.echo)
         return app
 
@@ -290,6 +292,19 @@ class Backend:
         resp.headers.add("Set-Cookie", "relay_session=evil; Path=/")
         resp.headers.add("Set-Cookie", "__Host-relay_session=evil; Path=/; Secure")
         resp.headers.add("Set-Cookie", "wide=1; Domain=localhost; Path=/")
+        return resp
+
+    async def slow(self, request: web.Request) -> web.StreamResponse:
+        """Ten pieces, ``delay`` seconds apart: a request that is in flight for a while."""
+        self.record(request)
+        delay = float(request.query.get("delay", "0.2"))
+        resp = web.StreamResponse()
+        resp.content_length = 10 * 1000
+        await resp.prepare(request)
+        for _ in range(10):
+            await resp.write(b"s" * 1000)
+            await asyncio.sleep(delay)
+        await resp.write_eof()
         return resp
 
     async def start(self) -> None:

@@ -1,0 +1,154 @@
+"""Start-up, clean-up and shutdown of a real relay: the registry empties, dead clients answer 502 at
+once, SIGTERM lets in-flight requests finish, and one data dir serves one relay."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+
+from .conftest import Owned, unique_name
+from .harness import Backend, RelayProcess, fetch, open_tunnel, start_relay
+
+
+def live_tunnels(relay: RelayProcess) -> list[dict[str, object]]:
+    out = subprocess.run([sys.executable, "-m", "relay", "tunnels", "--json", "--data-dir", str(relay.data_dir)],
+                         check=True, capture_output=True, text=True)
+    doc = json.loads(out.stdout)
+    assert doc["running"] is True
+    return list(doc["tunnels"])
+
+
+async def health(relay: RelayProcess) -> int:
+    reply = await fetch(relay, "localhost", "/_relay/health")
+    return int(reply.json()["tunnels"])  # type: ignore[call-overload]
+
+
+async def wait_for(condition, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await condition():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not reached")
+
+
+async def test_registry_is_empty_after_clients_leave(workdir: Path, backend: Backend) -> None:
+    relay = start_relay(workdir)
+    try:
+        tunnels = []
+        for _ in range(3):
+            name = unique_name("gone")
+            token = relay.add_user(name)
+            tunnels.append(await open_tunnel(relay, name, f"{name}:80:127.0.0.1:{backend.port}", token=token))
+        assert await health(relay) == 3
+        hosts = {t["host"] for t in live_tunnels(relay)}
+        assert len(hosts) == 3
+        for tunnel in tunnels:
+            await tunnel.close()
+
+        async def empty() -> bool:
+            return await health(relay) == 0
+
+        await wait_for(empty)
+        assert live_tunnels(relay) == []
+    finally:
+        assert relay.stop() == 0
+
+
+async def test_killed_client_gives_502_not_a_hang(relay: RelayProcess, owned: Owned) -> None:
+    assert (await fetch(relay, owned.host, "/echo", headers={"X-Relay-Token": owned.token})).status == 200
+    owned.tunnel.kill()
+    await owned.tunnel.proc.wait()
+
+    async def offline() -> bool:
+        return (await fetch(relay, owned.host, "/echo", headers={"X-Relay-Token": owned.token})).status == 502
+
+    started = time.monotonic()
+    await wait_for(offline, 5)
+    reply = await fetch(relay, owned.host, "/echo", headers={"X-Relay-Token": owned.token, "Accept": "text/html"})
+    assert reply.status == 502 and b"offline" in reply.body
+    assert time.monotonic() - started < 5
+
+
+async def test_backend_not_listening_gives_502(relay: RelayProcess) -> None:
+    name = unique_name("dead")
+    token = relay.add_user(name)
+    tunnel = await open_tunnel(relay, name, f"{name}:80:127.0.0.1:1", token=token)
+    try:
+        started = time.monotonic()
+        reply = await fetch(relay, f"{name}.localhost", "/", headers={"X-Relay-Token": token})
+        assert reply.status == 502
+        assert b"refused" in reply.body
+        assert time.monotonic() - started < 5
+    finally:
+        await tunnel.close()
+
+
+async def test_sigterm_finishes_in_flight_requests_and_tells_ssh_clients(workdir: Path, backend: Backend) -> None:
+    relay = start_relay(workdir)
+    name = unique_name("term")
+    token = relay.add_user(name)
+    tunnel = await open_tunnel(relay, name, f"{name}:80:127.0.0.1:{backend.port}", token=token)
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{relay.base}/slow?delay=0.15",
+                                   headers={"Host": f"{name}.localhost", "X-Relay-Token": token}) as resp:
+                assert resp.status == 200
+                first = await resp.content.read(1000)
+                relay.proc.send_signal(signal.SIGTERM)
+                rest = await resp.read()
+        assert len(first) + len(rest) == 10_000
+        code = await asyncio.get_running_loop().run_in_executor(None, relay.stop)
+        assert code == 0
+        assert tunnel.proc.stderr is not None
+        err = await asyncio.wait_for(tunnel.proc.stderr.read(), 10)
+        assert b"shutting down" in err
+        assert "relay: stopped" in relay.output
+    finally:
+        await tunnel.close()
+        relay.stop()
+
+
+def test_second_relay_on_same_data_dir_refuses(relay: RelayProcess) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "relay", "serve", "--bind", "127.0.0.1", "--http-port", "0", "--ssh-port", "0",
+         "--data-dir", str(relay.data_dir)], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 1
+    assert f"another relay serve (pid {relay.proc.pid}) is running" in out.stderr
+    assert relay.proc.poll() is None
+
+
+def test_first_start_prints_token_fingerprint_and_keeps_secrets_private(relay: RelayProcess) -> None:
+    assert relay.admin_token.startswith("rly_")
+    assert relay.fingerprint.startswith("SHA256:")
+    banner = "\n".join(relay.output)
+    assert f"-R owner:80:localhost:8888 owner@localhost" in banner
+    assert stat.S_IMODE(os.stat(relay.data_dir).st_mode) == 0o700
+    for name in ("relay.db", "ssh_host_ed25519_key"):
+        assert stat.S_IMODE(os.stat(relay.data_dir / name).st_mode) == 0o600
+    assert relay.admin_token.split("_", 2)[2].encode() not in (relay.data_dir / "relay.db").read_bytes()
+
+
+async def test_restart_keeps_users_names_and_host_key(workdir: Path, backend: Backend) -> None:
+    relay = start_relay(workdir)
+    name = unique_name("keep")
+    token = relay.add_user(name)
+    fingerprint = relay.fingerprint
+    assert relay.stop() == 0
+    again = start_relay(workdir)
+    try:
+        assert again.fingerprint == fingerprint
+        assert again.admin_token == ""  # the first-start token is printed once only
+        tunnel = await open_tunnel(again, name, f"{name}:80:127.0.0.1:{backend.port}", token=token)
+        await tunnel.close()
+    finally:
+        assert again.stop() == 0
