@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from aiohttp import WSMsgType, web
 
@@ -51,7 +51,9 @@ class RelayProcess:
         """Create a user through the real CLI; returns the token."""
         out = subprocess.run(
             [sys.executable, "-m", "relay", "user", "add", name, "--json", "--data-dir", str(self.data_dir)],
-            check=True, capture_output=True, text=True,
+            check=True,
+            capture_output=True,
+            text=True,
         )
         return str(json.loads(out.stdout)["token"])
 
@@ -60,8 +62,19 @@ class RelayProcess:
         key = self.workdir / f"id_{user}"
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
         subprocess.run(
-            [sys.executable, "-m", "relay", "key", "add", user, f"{key}.pub", "--data-dir", str(self.data_dir)],
-            check=True, capture_output=True,
+            [
+                sys.executable,
+                "-m",
+                "relay",
+                "key",
+                "add",
+                user,
+                f"{key}.pub",
+                "--data-dir",
+                str(self.data_dir),
+            ],
+            check=True,
+            capture_output=True,
         )
         return key
 
@@ -87,12 +100,29 @@ class RelayProcess:
         return (self.workdir / "relay.log").read_text()
 
 
-def start_relay(workdir: Path, *, data_dir: Path | None = None, extra: list[str] | None = None,
-                http_port: int = 0, ssh_port: int = 0) -> RelayProcess:
+def start_relay(
+    workdir: Path,
+    *,
+    data_dir: Path | None = None,
+    extra: list[str] | None = None,
+    http_port: int = 0,
+    ssh_port: int = 0,
+) -> RelayProcess:
     data_dir = data_dir or workdir / "data"
     cmd = [
-        sys.executable, "-m", "relay", "serve", "--bind", "127.0.0.1", "--http-port", str(http_port),
-        "--ssh-port", str(ssh_port), "--data-dir", str(data_dir), *(extra or []),
+        sys.executable,
+        "-m",
+        "relay",
+        "serve",
+        "--bind",
+        "127.0.0.1",
+        "--http-port",
+        str(http_port),
+        "--ssh-port",
+        str(ssh_port),
+        "--data-dir",
+        str(data_dir),
+        *(extra or []),
     ]
     log = open(workdir / "relay.log", "a")  # noqa: SIM115 - kept open for the process's life
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True)
@@ -142,17 +172,39 @@ class SshTunnel:
         self.proc.kill()
 
 
-def ssh_args(relay: RelayProcess, user: str, *, token: str | None = None, key: Path | None = None) -> tuple[list[str], dict[str, str]]:
+def ssh_args(
+    relay: RelayProcess, user: str, *, token: str | None = None, key: Path | None = None
+) -> tuple[list[str], dict[str, str]]:
     """Arguments and environment for a real OpenSSH client logging in with a key or a token."""
     env = dict(os.environ)
     args = [
-        SSH, "-p", str(relay.ssh_port), "-o", f"UserKnownHostsFile={relay.workdir / 'known_hosts'}",
-        "-o", "StrictHostKeyChecking=accept-new", "-o", "LogLevel=INFO", "-o", "ServerAliveInterval=5",
-        "-o", "ConnectTimeout=10", "-F", "/dev/null",
+        SSH,
+        "-p",
+        str(relay.ssh_port),
+        "-o",
+        f"UserKnownHostsFile={relay.workdir / 'known_hosts'}",
+        "-o",
+        "StrictHostKeyChecking=accept-new",
+        "-o",
+        "LogLevel=INFO",
+        "-o",
+        "ServerAliveInterval=5",
+        "-o",
+        "ConnectTimeout=10",
+        "-F",
+        "/dev/null",
     ]
     if key is not None:
-        args += ["-i", str(key), "-o", "IdentitiesOnly=yes", "-o", "PasswordAuthentication=no",
-                 "-o", "BatchMode=yes"]
+        args += [
+            "-i",
+            str(key),
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "PasswordAuthentication=no",
+            "-o",
+            "BatchMode=yes",
+        ]
     else:
         assert token is not None
         askpass = relay.workdir / f"askpass-{hashlib.sha256(token.encode()).hexdigest()[:8]}"
@@ -163,13 +215,25 @@ def ssh_args(relay: RelayProcess, user: str, *, token: str | None = None, key: P
     return args, env
 
 
-async def open_tunnel(relay: RelayProcess, user: str, spec: str, *, token: str | None = None,
-                      key: Path | None = None, expect_url: bool = True, extra: list[str] | None = None) -> SshTunnel:
+async def open_tunnel(
+    relay: RelayProcess,
+    user: str,
+    spec: str,
+    *,
+    token: str | None = None,
+    key: Path | None = None,
+    expect_url: bool = True,
+    extra: list[str] | None = None,
+) -> SshTunnel:
     """``ssh -R SPEC user@relay`` (a session without -N, so the relay prints the URL); waits for it."""
     args, env = ssh_args(relay, user, token=token, key=key)
     args += [*(extra or []), "-R", spec, f"{user}@127.0.0.1"]
     proc = await asyncio.create_subprocess_exec(
-        *args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+        *args,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
         start_new_session=True,
     )
     tunnel = SshTunnel(proc)
@@ -183,12 +247,27 @@ async def open_tunnel(relay: RelayProcess, user: str, spec: str, *, token: str |
     return tunnel
 
 
-async def ssh_exec(relay: RelayProcess, user: str, command: list[str], *, token: str | None = None,
-                   key: Path | None = None, extra: list[str] | None = None) -> tuple[int, str, str]:
+async def ssh_exec(
+    relay: RelayProcess,
+    user: str,
+    command: list[str],
+    *,
+    token: str | None = None,
+    key: Path | None = None,
+    extra: list[str] | None = None,
+) -> tuple[int, str, str]:
     args, env = ssh_args(relay, user, token=token, key=key)
     proc = await asyncio.create_subprocess_exec(
-        *args, *(extra or []), f"{user}@127.0.0.1", "--", *command, stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True,
+        *args,
+        *(extra or []),
+        f"{user}@127.0.0.1",
+        "--",
+        *command,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        start_new_session=True,
     )
     out, err = await asyncio.wait_for(proc.communicate(), 20)
     assert proc.returncode is not None
@@ -243,16 +322,22 @@ class Backend:
         return app
 
     def record(self, request: web.Request) -> None:
-        self.seen.append({"method": request.method, "path": request.path_qs,
-                          "headers": dict(request.headers)})
+        self.seen.append(
+            {"method": request.method, "path": request.path_qs, "headers": dict(request.headers)}
+        )
 
     async def echo(self, request: web.Request) -> web.Response:
         self.record(request)
         body = await request.read()
-        return web.json_response({
-            "method": request.method, "path": request.path_qs, "headers": dict(request.headers),
-            "cookies": dict(request.cookies), "body": body.decode(errors="replace"),
-        })
+        return web.json_response(
+            {
+                "method": request.method,
+                "path": request.path_qs,
+                "headers": dict(request.headers),
+                "cookies": dict(request.cookies),
+                "body": body.decode(errors="replace"),
+            }
+        )
 
     async def download(self, request: web.Request) -> web.StreamResponse:
         self.record(request)
@@ -326,25 +411,37 @@ class Reply:
     set_cookies: list[str]
     body: bytes
 
-    def json(self) -> dict[str, object]:
-        doc = json.loads(self.body)
-        assert isinstance(doc, dict)
-        return doc
+    def json(self) -> Any:
+        return json.loads(self.body)
 
 
-async def fetch(relay: RelayProcess, host: str, path: str = "/", *, method: str = "GET",
-                headers: dict[str, str] | None = None, data: bytes | None = None) -> Reply:
+async def fetch(
+    relay: RelayProcess,
+    host: str,
+    path: str = "/",
+    *,
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+    data: bytes | None = None,
+) -> Reply:
     """One request to the relay's HTTP port with an explicit Host; no redirects, no cookie jar."""
     import aiohttp
 
     async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False) as session:
         async with session.request(
-            method, f"{relay.base}{path}", headers={"Host": host, **(headers or {})}, data=data,
+            method,
+            f"{relay.base}{path}",
+            headers={"Host": host, **(headers or {})},
+            data=data,
             allow_redirects=False,
         ) as resp:
             body = await resp.read()
-            return Reply(resp.status, {k: v for k, v in resp.headers.items()},
-                         resp.headers.getall("Set-Cookie", []), body)
+            return Reply(
+                resp.status,
+                {k: v for k, v in resp.headers.items()},
+                resp.headers.getall("Set-Cookie", []),
+                body,
+            )
 
 
 async def raw_request(port: int, data: bytes, *, read_timeout: float = 10) -> bytes:

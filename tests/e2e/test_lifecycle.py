@@ -11,6 +11,7 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -20,8 +21,12 @@ from .harness import Backend, RelayProcess, fetch, open_tunnel, start_relay
 
 
 def live_tunnels(relay: RelayProcess) -> list[dict[str, object]]:
-    out = subprocess.run([sys.executable, "-m", "relay", "tunnels", "--json", "--data-dir", str(relay.data_dir)],
-                         check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "relay", "tunnels", "--json", "--data-dir", str(relay.data_dir)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     doc = json.loads(out.stdout)
     assert doc["running"] is True
     return list(doc["tunnels"])
@@ -29,10 +34,10 @@ def live_tunnels(relay: RelayProcess) -> list[dict[str, object]]:
 
 async def health(relay: RelayProcess) -> int:
     reply = await fetch(relay, "localhost", "/_relay/health")
-    return int(reply.json()["tunnels"])  # type: ignore[call-overload]
+    return int(reply.json()["tunnels"])
 
 
-async def wait_for(condition, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+async def wait_for(condition: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if await condition():
@@ -74,7 +79,9 @@ async def test_killed_client_gives_502_not_a_hang(relay: RelayProcess, owned: Ow
 
     started = time.monotonic()
     await wait_for(offline, 5)
-    reply = await fetch(relay, owned.host, "/echo", headers={"X-Relay-Token": owned.token, "Accept": "text/html"})
+    reply = await fetch(
+        relay, owned.host, "/echo", headers={"X-Relay-Token": owned.token, "Accept": "text/html"}
+    )
     assert reply.status == 502 and b"offline" in reply.body
     assert time.monotonic() - started < 5
 
@@ -93,19 +100,24 @@ async def test_backend_not_listening_gives_502(relay: RelayProcess) -> None:
         await tunnel.close()
 
 
-async def test_sigterm_finishes_in_flight_requests_and_tells_ssh_clients(workdir: Path, backend: Backend) -> None:
+async def test_sigterm_finishes_in_flight_requests_and_tells_ssh_clients(
+    workdir: Path, backend: Backend
+) -> None:
     relay = start_relay(workdir)
     name = unique_name("term")
     token = relay.add_user(name)
     tunnel = await open_tunnel(relay, name, f"{name}:80:127.0.0.1:{backend.port}", token=token)
     try:
-        async with aiohttp.ClientSession() as session:
-            async with session.get(f"{relay.base}/slow?delay=0.15",
-                                   headers={"Host": f"{name}.localhost", "X-Relay-Token": token}) as resp:
-                assert resp.status == 200
-                first = await resp.content.read(1000)
-                relay.proc.send_signal(signal.SIGTERM)
-                rest = await resp.read()
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(
+                f"{relay.base}/slow?delay=0.15", headers={"Host": f"{name}.localhost", "X-Relay-Token": token}
+            ) as resp,
+        ):
+            assert resp.status == 200
+            first = await resp.content.read(1000)
+            relay.proc.send_signal(signal.SIGTERM)
+            rest = await resp.read()
         assert len(first) + len(rest) == 10_000
         code = await asyncio.get_running_loop().run_in_executor(None, relay.stop)
         assert code == 0
@@ -120,8 +132,24 @@ async def test_sigterm_finishes_in_flight_requests_and_tells_ssh_clients(workdir
 
 def test_second_relay_on_same_data_dir_refuses(relay: RelayProcess) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "relay", "serve", "--bind", "127.0.0.1", "--http-port", "0", "--ssh-port", "0",
-         "--data-dir", str(relay.data_dir)], capture_output=True, text=True, timeout=30)
+        [
+            sys.executable,
+            "-m",
+            "relay",
+            "serve",
+            "--bind",
+            "127.0.0.1",
+            "--http-port",
+            "0",
+            "--ssh-port",
+            "0",
+            "--data-dir",
+            str(relay.data_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert out.returncode == 1
     assert f"another relay serve (pid {relay.proc.pid}) is running" in out.stderr
     assert relay.proc.poll() is None
@@ -131,7 +159,7 @@ def test_first_start_prints_token_fingerprint_and_keeps_secrets_private(relay: R
     assert relay.admin_token.startswith("rly_")
     assert relay.fingerprint.startswith("SHA256:")
     banner = "\n".join(relay.output)
-    assert f"-R owner:80:localhost:8888 owner@localhost" in banner
+    assert "-R owner:80:localhost:8888 owner@localhost" in banner
     assert stat.S_IMODE(os.stat(relay.data_dir).st_mode) == 0o700
     for name in ("relay.db", "ssh_host_ed25519_key"):
         assert stat.S_IMODE(os.stat(relay.data_dir / name).st_mode) == 0o600

@@ -53,9 +53,17 @@ async def test_another_user_cannot_take_a_name(relay: RelayProcess, backend: Bac
     token = relay.add_user(thief)
     args, env = ssh_args(relay, thief, token=token)
     proc = await asyncio.create_subprocess_exec(
-        *args, "-o", "ExitOnForwardFailure=yes", "-R", f"{owned.name}:80:127.0.0.1:{backend.port}",
-        f"{thief}@127.0.0.1", stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, env=env)
+        *args,
+        "-o",
+        "ExitOnForwardFailure=yes",
+        "-R",
+        f"{owned.name}:80:127.0.0.1:{backend.port}",
+        f"{thief}@127.0.0.1",
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
     _, err = await asyncio.wait_for(proc.communicate(), 20)
     assert proc.returncode == 255
     assert b"remote port forwarding failed" in err
@@ -63,8 +71,9 @@ async def test_another_user_cannot_take_a_name(relay: RelayProcess, backend: Bac
     reply = await fetch(relay, owned.host, "/echo", headers={"X-Relay-Token": owned.token})
     assert reply.status == 200
     # Without ExitOnForwardFailure, the session tells the person why.
-    tunnel = await open_tunnel(relay, thief, f"{owned.name}:80:127.0.0.1:{backend.port}", token=token,
-                               expect_url=False)
+    tunnel = await open_tunnel(
+        relay, thief, f"{owned.name}:80:127.0.0.1:{backend.port}", token=token, expect_url=False
+    )
     assert tunnel.proc.stderr is not None
     line = await asyncio.wait_for(tunnel.proc.stderr.readline(), 15)
     while b"refused" not in line:
@@ -73,11 +82,15 @@ async def test_another_user_cannot_take_a_name(relay: RelayProcess, backend: Bac
     await tunnel.close()
 
 
-async def test_reserved_and_invalid_names_and_ports(relay: RelayProcess, backend: Backend, owned: Owned) -> None:
-    for spec, reason in ((f"www:80:127.0.0.1:{backend.port}", b"reserved"),
-                         (f"Bad_Name:80:127.0.0.1:{backend.port}", b"invalid name"),
-                         (f"xn--abc:80:127.0.0.1:{backend.port}", b"punycode"),
-                         (f"{owned.name}x:8080:127.0.0.1:{backend.port}", b"only port 80 or 443")):
+async def test_reserved_and_invalid_names_and_ports(
+    relay: RelayProcess, backend: Backend, owned: Owned
+) -> None:
+    for spec, reason in (
+        (f"www:80:127.0.0.1:{backend.port}", b"reserved"),
+        (f"Bad_Name:80:127.0.0.1:{backend.port}", b"invalid name"),
+        (f"xn--abc:80:127.0.0.1:{backend.port}", b"punycode"),
+        (f"{owned.name}x:8080:127.0.0.1:{backend.port}", b"only port 80 or 443"),
+    ):
         tunnel = await open_tunnel(relay, owned.name, spec, token=owned.token, expect_url=False)
         assert tunnel.proc.stderr is not None
         text = b""
@@ -89,9 +102,12 @@ async def test_reserved_and_invalid_names_and_ports(relay: RelayProcess, backend
         await tunnel.close()
 
 
-async def test_reconnecting_owner_takes_over_at_once(relay: RelayProcess, backend: Backend, owned: Owned) -> None:
-    second = await open_tunnel(relay, owned.name, f"{owned.name}:80:127.0.0.1:{backend.port}",
-                               token=owned.token)
+async def test_reconnecting_owner_takes_over_at_once(
+    relay: RelayProcess, backend: Backend, owned: Owned
+) -> None:
+    second = await open_tunnel(
+        relay, owned.name, f"{owned.name}:80:127.0.0.1:{backend.port}", token=owned.token
+    )
     try:
         assert second.stdout_lines == [owned.url]
         assert owned.tunnel.proc.stderr is not None
@@ -99,6 +115,7 @@ async def test_reconnecting_owner_takes_over_at_once(relay: RelayProcess, backen
         while b"taken over" not in line:
             line = await asyncio.wait_for(owned.tunnel.proc.stderr.readline(), 10)
         code, out, _ = await ssh_exec(relay, owned.name, ["tunnels", "--json"], token=owned.token)
+        assert code == 0
         assert len(json.loads(out)["tunnels"]) == 1
         # Closing the displaced connection does not take the new tunnel down.
         await owned.tunnel.close()
@@ -108,8 +125,9 @@ async def test_reconnecting_owner_takes_over_at_once(relay: RelayProcess, backen
         await second.close()
 
 
-async def test_local_and_dynamic_forwarding_are_refused(relay: RelayProcess, backend: Backend,
-                                                       owned: Owned) -> None:
+async def test_local_and_dynamic_forwarding_are_refused(
+    relay: RelayProcess, backend: Backend, owned: Owned
+) -> None:
     for flag in (["-L", f"0:127.0.0.1:{backend.port}"], ["-D", "0"], ["-W", f"127.0.0.1:{backend.port}"]):
         if flag[0] == "-W":
             code, _, err = await ssh_exec(relay, owned.name, [], token=owned.token, extra=flag)
@@ -122,8 +140,16 @@ async def test_local_and_dynamic_forwarding_are_refused(relay: RelayProcess, bac
         spec = f"{port}:127.0.0.1:{backend.port}" if flag[0] == "-L" else str(port)
         args, env = ssh_args(relay, owned.name, token=owned.token)
         proc = await asyncio.create_subprocess_exec(
-            *args, "-N", flag[0], spec, f"{owned.name}@127.0.0.1", stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
+            *args,
+            "-N",
+            flag[0],
+            spec,
+            f"{owned.name}@127.0.0.1",
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+        )
         try:
             for _ in range(100):
                 try:

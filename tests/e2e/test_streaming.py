@@ -29,16 +29,19 @@ async def test_100mb_download_is_streamed_intact(relay: RelayProcess, owned: Own
     received = 0
     rss_before = relay_rss_kib(relay)
     peak = rss_before
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"{relay.base}/download?size={size}",
-                               headers={"Host": owned.host, "X-Relay-Token": owned.token}) as resp:
-            assert resp.status == 200
-            assert resp.headers["Content-Length"] == str(size)
-            async for piece in resp.content.iter_chunked(256 * 1024):
-                digest.update(piece)
-                received += len(piece)
-                if received % (10 * MB) < 256 * 1024:
-                    peak = max(peak, relay_rss_kib(relay))
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(
+            f"{relay.base}/download?size={size}", headers={"Host": owned.host, "X-Relay-Token": owned.token}
+        ) as resp,
+    ):
+        assert resp.status == 200
+        assert resp.headers["Content-Length"] == str(size)
+        async for piece in resp.content.iter_chunked(256 * 1024):
+            digest.update(piece)
+            received += len(piece)
+            if received % (10 * MB) < 256 * 1024:
+                peak = max(peak, relay_rss_kib(relay))
     assert received == size
     assert digest.hexdigest() == pattern_sha256(size)
     # Streaming, not buffering: the relay's memory grows by far less than the body.
@@ -54,8 +57,11 @@ async def test_streamed_uploads_content_length_and_chunked(relay: RelayProcess, 
             assert resp.status == 200
             assert await resp.json() == {"sha256": pattern_sha256(size), "length": size}
         blob = os.urandom(3 * MB)
-        async with session.post(f"{relay.base}/upload", data=io.BytesIO(blob),
-                                headers={**headers, "Content-Length": str(len(blob))}) as resp:
+        async with session.post(
+            f"{relay.base}/upload",
+            data=io.BytesIO(blob),
+            headers={**headers, "Content-Length": str(len(blob))},
+        ) as resp:
             assert resp.status == 200
             assert await resp.json() == {"sha256": hashlib.sha256(blob).hexdigest(), "length": len(blob)}
 

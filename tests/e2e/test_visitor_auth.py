@@ -13,22 +13,34 @@ from .harness import Backend, RelayProcess, cookie_pair, fetch, raw_request
 HTML = {"Accept": "text/html,application/xhtml+xml"}
 
 
-async def test_no_credential_is_refused_and_backend_sees_nothing(relay: RelayProcess, backend: Backend,
-                                                                  owned: Owned) -> None:
+async def test_no_credential_is_refused_and_backend_sees_nothing(
+    relay: RelayProcess, backend: Backend, owned: Owned
+) -> None:
     api = await fetch(relay, owned.host, "/echo")
     assert api.status == 401
     assert api.json()["login"].startswith(f"http://localhost:{relay.http_port}/_relay/login?next=")
     browser = await fetch(relay, owned.host, "/lab?x=1", headers=HTML)
     assert browser.status == 302
     location = browser.headers["Location"]
-    assert location == (f"http://localhost:{relay.http_port}/_relay/login?next="
-                        + quote(f"{owned.url}/lab?x=1", safe=""))
+    assert location == (
+        f"http://localhost:{relay.http_port}/_relay/login?next=" + quote(f"{owned.url}/lab?x=1", safe="")
+    )
     for method in ("HEAD", "OPTIONS", "POST", "DELETE"):
-        reply = await fetch(relay, owned.host, "/echo", method=method, data=b"x" if method == "POST" else None)
+        reply = await fetch(
+            relay, owned.host, "/echo", method=method, data=b"x" if method == "POST" else None
+        )
         assert reply.status == 401, method
-    upgrade = await fetch(relay, owned.host, "/ws", headers={
-        "Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
-        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="})
+    upgrade = await fetch(
+        relay,
+        owned.host,
+        "/ws",
+        headers={
+            "Connection": "Upgrade",
+            "Upgrade": "websocket",
+            "Sec-WebSocket-Version": "13",
+            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+        },
+    )
     assert upgrade.status == 401
     assert backend.seen == []
 
@@ -44,15 +56,25 @@ async def test_wrong_token_and_other_users_token(relay: RelayProcess, backend: B
     assert backend.seen == []
 
 
-async def test_header_token_reaches_backend_without_relay_credentials(relay: RelayProcess, backend: Backend,
-                                                                      owned: Owned) -> None:
-    reply = await fetch(relay, owned.host, "/echo?a=1", headers={
-        "X-Relay-Token": owned.token, "Cookie": "relay_session=abc; app=1; __Host-relay_session=def",
-        "Authorization": "token jupyter-secret", "X-Forwarded-For": "6.6.6.6", "X-Forwarded-Host": "evil",
-        "X-Forwarded-Proto": "https"})
+async def test_header_token_reaches_backend_without_relay_credentials(
+    relay: RelayProcess, backend: Backend, owned: Owned
+) -> None:
+    reply = await fetch(
+        relay,
+        owned.host,
+        "/echo?a=1",
+        headers={
+            "X-Relay-Token": owned.token,
+            "Cookie": "relay_session=abc; app=1; __Host-relay_session=def",
+            "Authorization": "token jupyter-secret",
+            "X-Forwarded-For": "6.6.6.6",
+            "X-Forwarded-Host": "evil",
+            "X-Forwarded-Proto": "https",
+        },
+    )
     assert reply.status == 200
     seen = reply.json()
-    headers = {k.lower(): v for k, v in seen["headers"].items()}  # type: ignore[union-attr]
+    headers = {k.lower(): v for k, v in seen["headers"].items()}
     assert "x-relay-token" not in headers
     assert seen["cookies"] == {"app": "1"}
     assert headers["authorization"] == "token jupyter-secret"  # Jupyter's own auth is untouched
@@ -89,14 +111,26 @@ async def test_login_form_and_sso_hand_off(relay: RelayProcess, backend: Backend
     assert form.status == 200
     assert b'name="token"' in form.body or b"name=token" in form.body
     next_value = parse_qs(login_url.query)["next"][0]
-    wrong = await fetch(relay, "localhost", "/_relay/login", method="POST",
-                        headers={"Content-Type": "application/x-www-form-urlencoded"},
-                        data=f"token=rly_0000000000_nope&next={quote(next_value)}".encode())
+    wrong = await fetch(
+        relay,
+        "localhost",
+        "/_relay/login",
+        method="POST",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        data=f"token=rly_0000000000_nope&next={quote(next_value)}".encode(),
+    )
     assert wrong.status == 401 and b"not valid" in wrong.body
-    posted = await fetch(relay, "localhost", "/_relay/login", method="POST",
-                         headers={"Content-Type": "application/x-www-form-urlencoded",
-                                  "Origin": f"http://localhost:{relay.http_port}"},
-                         data=f"token={quote(owned.token)}&next={quote(next_value)}".encode())
+    posted = await fetch(
+        relay,
+        "localhost",
+        "/_relay/login",
+        method="POST",
+        headers={
+            "Content-Type": "application/x-www-form-urlencoded",
+            "Origin": f"http://localhost:{relay.http_port}",
+        },
+        data=f"token={quote(owned.token)}&next={quote(next_value)}".encode(),
+    )
     assert posted.status == 302
     relay_cookie = cookie_pair(posted.set_cookies[0])
     hand_off = urlsplit(posted.headers["Location"])
@@ -112,17 +146,28 @@ async def test_login_form_and_sso_hand_off(relay: RelayProcess, backend: Backend
     again = await fetch(relay, owned.host, f"{hand_off.path}?{hand_off.query}")
     assert again.status == 400
     # Single sign-on: with the relay session, the login page hands off at once, without the form.
-    second = await fetch(relay, "localhost", f"{login_url.path}?{login_url.query}",
-                         headers={"Cookie": relay_cookie, **HTML})
+    second = await fetch(
+        relay, "localhost", f"{login_url.path}?{login_url.query}", headers={"Cookie": relay_cookie, **HTML}
+    )
     assert second.status == 302 and "/_relay/sso?code=" in second.headers["Location"]
 
 
 async def test_login_refuses_foreign_next(relay: RelayProcess, owned: Owned) -> None:
-    for bad in ("http://evil.com/", f"http://localhost:{relay.http_port}/", "javascript:alert(1)",
-                f"http://{owned.host}.evil.com:{relay.http_port}/", f"http://x@{owned.host}:{relay.http_port}/"):
-        posted = await fetch(relay, "localhost", "/_relay/login", method="POST",
-                             headers={"Content-Type": "application/x-www-form-urlencoded"},
-                             data=f"token={quote(owned.token)}&next={quote(bad)}".encode())
+    for bad in (
+        "http://evil.com/",
+        f"http://localhost:{relay.http_port}/",
+        "javascript:alert(1)",
+        f"http://{owned.host}.evil.com:{relay.http_port}/",
+        f"http://x@{owned.host}:{relay.http_port}/",
+    ):
+        posted = await fetch(
+            relay,
+            "localhost",
+            "/_relay/login",
+            method="POST",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+            data=f"token={quote(owned.token)}&next={quote(bad)}".encode(),
+        )
         assert posted.status == 303, bad
         assert posted.headers["Location"] == f"http://localhost:{relay.http_port}/", bad
 
@@ -144,7 +189,7 @@ async def test_websocket_echo_and_foreign_origin(relay: RelayProcess, backend: B
             await ws.send_bytes(blob)
             assert (await ws.receive_bytes()) == blob
         before = len(backend.seen)
-        for origin in ("http://evil.localhost:%d" % relay.http_port, "https://example.com"):
+        for origin in (f"http://evil.localhost:{relay.http_port}", "https://example.com"):
             try:
                 async with session.ws_connect(f"{relay.base}/ws", headers={**headers, "Origin": origin}):
                     raise AssertionError("cross-origin upgrade was accepted")
@@ -154,11 +199,23 @@ async def test_websocket_echo_and_foreign_origin(relay: RelayProcess, backend: B
 
 
 async def test_unsafe_method_from_foreign_origin(relay: RelayProcess, backend: Backend, owned: Owned) -> None:
-    reply = await fetch(relay, owned.host, "/echo", method="POST", data=b"x",
-                        headers={"X-Relay-Token": owned.token, "Origin": "http://other.localhost"})
+    reply = await fetch(
+        relay,
+        owned.host,
+        "/echo",
+        method="POST",
+        data=b"x",
+        headers={"X-Relay-Token": owned.token, "Origin": "http://other.localhost"},
+    )
     assert reply.status == 403
-    same = await fetch(relay, owned.host, "/echo", method="POST", data=b"x",
-                       headers={"X-Relay-Token": owned.token, "Origin": owned.url})
+    same = await fetch(
+        relay,
+        owned.host,
+        "/echo",
+        method="POST",
+        data=b"x",
+        headers={"X-Relay-Token": owned.token, "Origin": owned.url},
+    )
     assert same.status == 200 and same.json()["body"] == "x"
     assert len(backend.seen) == 1
 
@@ -166,21 +223,30 @@ async def test_unsafe_method_from_foreign_origin(relay: RelayProcess, backend: B
 async def test_malformed_requests(relay: RelayProcess, backend: Backend, owned: Owned) -> None:
     no_host = await raw_request(relay.http_port, b"GET / HTTP/1.1\r\n\r\n")
     assert no_host.startswith(b"HTTP/1.1 400")
-    mismatch = await raw_request(relay.http_port, (
-        f"GET http://other.localhost/echo HTTP/1.1\r\nHost: {owned.host}\r\n"
-        f"X-Relay-Token: {owned.token}\r\n\r\n").encode())
+    mismatch = await raw_request(
+        relay.http_port,
+        (
+            f"GET http://other.localhost/echo HTTP/1.1\r\nHost: {owned.host}\r\n"
+            f"X-Relay-Token: {owned.token}\r\n\r\n"
+        ).encode(),
+    )
     assert mismatch.startswith(b"HTTP/1.1 400")
-    smuggle = await raw_request(relay.http_port, (
-        f"POST /echo HTTP/1.1\r\nHost: {owned.host}\r\nX-Relay-Token: {owned.token}\r\n"
-        "Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n").encode())
+    smuggle = await raw_request(
+        relay.http_port,
+        (
+            f"POST /echo HTTP/1.1\r\nHost: {owned.host}\r\nX-Relay-Token: {owned.token}\r\n"
+            "Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+        ).encode(),
+    )
     assert smuggle.startswith(b"HTTP/1.1 400")
     assert backend.seen == []
     unknown = await fetch(relay, "nosuchname.localhost", "/")
     assert unknown.status == 404
 
 
-async def test_keep_alive_reuses_connection_and_checks_every_request(relay: RelayProcess, backend: Backend,
-                                                                     owned: Owned) -> None:
+async def test_keep_alive_reuses_connection_and_checks_every_request(
+    relay: RelayProcess, backend: Backend, owned: Owned
+) -> None:
     good = (f"GET /echo HTTP/1.1\r\nHost: {owned.host}\r\nX-Relay-Token: {owned.token}\r\n\r\n").encode()
     bad = (f"GET /echo?second HTTP/1.1\r\nHost: {owned.host}\r\n\r\n").encode()
     out = await raw_request(relay.http_port, good + good + bad + good, read_timeout=3)

@@ -88,7 +88,10 @@ def test_cross_origin_websocket_upgrade_is_bad_origin_even_for_owner() -> None:
     assert decide(req, owner_id=OWNER) is Verdict.BAD_ORIGIN
     assert decide(_req(is_upgrade=True, origin="null"), owner_id=OWNER) is Verdict.BAD_ORIGIN
     # Another scheme or port is another origin.
-    assert decide(_req(is_upgrade=True, origin="http://lab.relay.example.com"), owner_id=OWNER) is Verdict.BAD_ORIGIN
+    assert (
+        decide(_req(is_upgrade=True, origin="http://lab.relay.example.com"), owner_id=OWNER)
+        is Verdict.BAD_ORIGIN
+    )
     assert (
         decide(_req(is_upgrade=True, origin="https://lab.relay.example.com:8443"), owner_id=OWNER)
         is Verdict.BAD_ORIGIN
@@ -148,7 +151,9 @@ SERVED = frozenset({"lab.localhost", "other.localhost"})
 
 
 def _next(url: str, *, scheme: str = "http", port: int | None = 8080) -> str | None:
-    return safe_next(url, scheme=scheme, port=port, relay_domain="localhost", is_served_host=SERVED.__contains__)
+    return safe_next(
+        url, scheme=scheme, port=port, relay_domain="localhost", is_served_host=SERVED.__contains__
+    )
 
 
 @pytest.mark.parametrize(
@@ -200,7 +205,9 @@ def test_safe_next_refuses(url: str) -> None:
     assert _next(url) is None
 
 
-@pytest.mark.parametrize("url", ["http://lab.localhost:99999/", "http://lab.localhost:\u00b2/", "http://lab.localhost:0/"])
+@pytest.mark.parametrize(
+    "url", ["http://lab.localhost:99999/", "http://lab.localhost:\u00b2/", "http://lab.localhost:0/"]
+)
 def test_safe_next_refuses_invalid_ports_without_raising(url: str) -> None:
     # A visitor controls ``next``: an out-of-range or non-ASCII port must be refused, not crash.
     assert _next(url) is None
@@ -232,13 +239,20 @@ def portal(tmp_path: Path):
     ],
 )
 def test_safe_next_with_the_relays_own_host_rule_refuses_suffix_tricks(portal: Portal, url: str) -> None:
-    got = safe_next(url, scheme="http", port=8080, relay_domain="localhost", is_served_host=portal.is_served_host)
+    got = safe_next(
+        url, scheme="http", port=8080, relay_domain="localhost", is_served_host=portal.is_served_host
+    )
     assert got is None
 
 
 def test_safe_next_with_the_relays_own_host_rule_accepts_a_tunnel(portal: Portal) -> None:
     url = "http://lab.localhost:8080/lab"
-    assert safe_next(url, scheme="http", port=8080, relay_domain="localhost", is_served_host=portal.is_served_host) == url
+    assert (
+        safe_next(
+            url, scheme="http", port=8080, relay_domain="localhost", is_served_host=portal.is_served_host
+        )
+        == url
+    )
 
 
 # -- safe_local_path -------------------------------------------------------------------------------
@@ -250,7 +264,8 @@ def test_safe_local_path_accepts_absolute_paths(path: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "path", ["//evil.com", "//evil.com/x", "http://x", "\\\\x", "/\\evil.com", "", "lab", "/a\nb", "/a\x00", "/a\tb"]
+    "path",
+    ["//evil.com", "//evil.com/x", "http://x", "\\\\x", "/\\evil.com", "", "lab", "/a\nb", "/a\x00", "/a\tb"],
 )
 def test_safe_local_path_refuses_other_targets(path: str) -> None:
     assert safe_local_path(path) == "/"

@@ -77,7 +77,9 @@ def test_parse_content_length_zero_means_no_body() -> None:
 
 
 def test_parse_chunked_request() -> None:
-    head = parse_request_head(_req("Host: a", "Transfer-Encoding: gzip, Chunked", request_line="PUT /x HTTP/1.1"))
+    head = parse_request_head(
+        _req("Host: a", "Transfer-Encoding: gzip, Chunked", request_line="PUT /x HTTP/1.1")
+    )
     assert head.framing is Framing.CHUNKED
 
 
@@ -134,12 +136,16 @@ def test_request_is_upgrade() -> None:
 
 
 def test_absolute_form_matching_host_is_rewritten_to_origin_form() -> None:
-    head = parse_request_head(_req("Host: lab.localhost:8080", request_line="GET http://LAB.localhost:8080/p/q?x=1 HTTP/1.1"))
+    head = parse_request_head(
+        _req("Host: lab.localhost:8080", request_line="GET http://LAB.localhost:8080/p/q?x=1 HTTP/1.1")
+    )
     assert head.target == "/p/q?x=1"
     assert head.host == "lab.localhost"
     bare = parse_request_head(_req("Host: lab.localhost", request_line="GET https://lab.localhost HTTP/1.1"))
     assert bare.target == "/"
-    query_only = parse_request_head(_req("Host: lab.localhost", request_line="GET http://lab.localhost?a=b HTTP/1.1"))
+    query_only = parse_request_head(
+        _req("Host: lab.localhost", request_line="GET http://lab.localhost?a=b HTTP/1.1")
+    )
     assert query_only.target == "/?a=b"
 
 
@@ -147,7 +153,9 @@ def test_absolute_form_matching_host_is_rewritten_to_origin_form() -> None:
 
 
 def test_refuses_content_length_with_transfer_encoding() -> None:
-    err = _refused(_req("Host: a", "Content-Length: 5", "Transfer-Encoding: chunked", request_line="POST / HTTP/1.1"))
+    err = _refused(
+        _req("Host: a", "Content-Length: 5", "Transfer-Encoding: chunked", request_line="POST / HTTP/1.1")
+    )
     assert isinstance(err, BadRequest)
     assert err.status == 400
 
@@ -188,7 +196,9 @@ def test_refuses_incomplete_head() -> None:
     assert _refused(b"GET / HTTP/1.1\r\nHost: a\r\n").status == 400
 
 
-@pytest.mark.parametrize("line", ["Host : a", "Host\t: a", "X Header: v", "NoColon", ": value", "Bad\"Name: v"])
+@pytest.mark.parametrize(
+    "line", ["Host : a", "Host\t: a", "X Header: v", "NoColon", ": value", 'Bad"Name: v']
+)
 def test_refuses_malformed_header_names(line: str) -> None:
     head = _req(line) if line.startswith("Host") else _req("Host: a", line)
     assert isinstance(_refused(head), BadRequest)
@@ -240,13 +250,16 @@ def test_refuses_other_target_forms(target: str) -> None:
     assert _refused(_req("Host: lab.localhost", request_line=f"GET {target} HTTP/1.1")).status == 400
 
 
-@pytest.mark.parametrize("request_line", ["GET / HTTP/2.0", "GET / HTTP/1.2", "GET / HTTP/0.9", "GET / HTTP/3.0"])
+@pytest.mark.parametrize(
+    "request_line", ["GET / HTTP/2.0", "GET / HTTP/1.2", "GET / HTTP/0.9", "GET / HTTP/3.0"]
+)
 def test_refuses_other_http_versions_with_505(request_line: str) -> None:
     assert _refused(_req("Host: a", request_line=request_line)).status == 505
 
 
 @pytest.mark.parametrize(
-    "request_line", ["GET /", "GET / HTTP/1.1 extra", "GET  / HTTP/1.1", "GET / http/1.1", "G(T / HTTP/1.1", ""]
+    "request_line",
+    ["GET /", "GET / HTTP/1.1 extra", "GET  / HTTP/1.1", "GET / http/1.1", "G(T / HTTP/1.1", ""],
 )
 def test_refuses_malformed_request_lines(request_line: str) -> None:
     assert isinstance(_refused(_req("Host: a", request_line=request_line)), BadRequest)
@@ -305,7 +318,15 @@ def test_response_keep_alive() -> None:
 
 @pytest.mark.parametrize(
     "status_line",
-    ["HTTP/2 200 OK", "HTTP/1.1 20 OK", "HTTP/1.1 099 X", "HTTP/1.1 abc OK", "HTTP/1.1  200 OK", "200 OK", "ICY 200 OK"],
+    [
+        "HTTP/2 200 OK",
+        "HTTP/1.1 20 OK",
+        "HTTP/1.1 099 X",
+        "HTTP/1.1 abc OK",
+        "HTTP/1.1  200 OK",
+        "200 OK",
+        "ICY 200 OK",
+    ],
 )
 def test_malformed_status_line_is_bad_gateway(status_line: str) -> None:
     with pytest.raises(BadGateway) as info:
@@ -340,7 +361,16 @@ def test_response_framing_head_request_has_no_body() -> None:
     assert response_framing(_resp("Transfer-Encoding: chunked"), "HEAD") == (Framing.NONE, 0)
 
 
-@pytest.mark.parametrize("status_line", ["HTTP/1.1 204 No Content", "HTTP/1.1 304 Not Modified", "HTTP/1.1 100 Continue", "HTTP/1.1 101 Switching Protocols", "HTTP/1.1 103 Early Hints"])
+@pytest.mark.parametrize(
+    "status_line",
+    [
+        "HTTP/1.1 204 No Content",
+        "HTTP/1.1 304 Not Modified",
+        "HTTP/1.1 100 Continue",
+        "HTTP/1.1 101 Switching Protocols",
+        "HTTP/1.1 103 Early Hints",
+    ],
+)
 def test_response_framing_bodiless_statuses(status_line: str) -> None:
     resp = _resp("Content-Length: 10", status_line=status_line)
     assert response_framing(resp, "GET") == (Framing.NONE, 0)
@@ -366,7 +396,15 @@ def test_response_framing_cl_with_te_is_bad_gateway() -> None:
     assert info.value.status == 502
 
 
-@pytest.mark.parametrize("lines", [("Content-Length: 5", "Content-Length: 5"), ("Content-Length: five",), ("Content-Length: \u00b2",), ("Transfer-Encoding: gzip",)])
+@pytest.mark.parametrize(
+    "lines",
+    [
+        ("Content-Length: 5", "Content-Length: 5"),
+        ("Content-Length: five",),
+        ("Content-Length: \u00b2",),
+        ("Transfer-Encoding: gzip",),
+    ],
+)
 def test_response_framing_bad_lengths_are_bad_gateway(lines: tuple[str, ...]) -> None:
     with pytest.raises(BadGateway):
         response_framing(_resp(*lines), "GET")
@@ -377,12 +415,18 @@ def test_response_framing_bad_lengths_are_bad_gateway(lines: tuple[str, ...]) ->
 
 def test_serialise_request_round_trip() -> None:
     head = parse_request_head(
-        _req("Host: lab.localhost", "Content-Length: 3", "X-A: 1", request_line="POST http://lab.localhost/p?q=1 HTTP/1.1")
+        _req(
+            "Host: lab.localhost",
+            "Content-Length: 3",
+            "X-A: 1",
+            request_line="POST http://lab.localhost/p?q=1 HTTP/1.1",
+        )
     )
     out_headers = [("Host", "lab.localhost"), ("Content-Length", "3"), ("X-Forwarded-For", "1.2.3.4")]
     wire = serialise_request(head, out_headers)
     assert wire == (
-        b"POST /p?q=1 HTTP/1.1\r\nHost: lab.localhost\r\nContent-Length: 3\r\nX-Forwarded-For: 1.2.3.4\r\n\r\n"
+        b"POST /p?q=1 HTTP/1.1\r\n"
+        b"Host: lab.localhost\r\nContent-Length: 3\r\nX-Forwarded-For: 1.2.3.4\r\n\r\n"
     )
     again = parse_request_head(wire)
     assert (again.method, again.target, again.version) == ("POST", "/p?q=1", (1, 1))
@@ -415,7 +459,9 @@ def test_serialise_response_without_reason_still_parses() -> None:
 @pytest.mark.parametrize("keep_alive", [True, False])
 def test_simple_response_round_trip(keep_alive: bool) -> None:
     body = b'{"error": "nope"}'
-    wire = simple_response(404, "Not Found", [("Content-Type", "application/json")], body, keep_alive=keep_alive)
+    wire = simple_response(
+        404, "Not Found", [("Content-Type", "application/json")], body, keep_alive=keep_alive
+    )
     head_bytes, sep, rest = wire.partition(b"\r\n\r\n")
     assert sep
     resp = parse_response_head(head_bytes + sep)

@@ -10,7 +10,9 @@ from relay.names import RESERVED_NAMES, BindTarget, claim_refusal, normalise_hos
 # -- validate_name ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["a", "lab", "my-lab", "a1", "0", "9lives", "a-b-c", "x" * 63, "a-" + "b" * 60 + "z"])
+@pytest.mark.parametrize(
+    "name", ["a", "lab", "my-lab", "a1", "0", "9lives", "a-b-c", "x" * 63, "a-" + "b" * 60 + "z"]
+)
 def test_validate_name_accepts_one_lowercase_label(name: str) -> None:
     assert validate_name(name) == name
 
@@ -205,7 +207,9 @@ def test_resolve_bind_refuses_reserved_names(address: str) -> None:
         _bind(address)
 
 
-@pytest.mark.parametrize("address", ["xn--bcher-kva", "-lab", "la_b", "a" * 64, "exa_mple.org", "a..b", "a b"])
+@pytest.mark.parametrize(
+    "address", ["xn--bcher-kva", "-lab", "la_b", "a" * 64, "exa_mple.org", "a..b", "a b"]
+)
 def test_resolve_bind_refuses_invalid_names_as_bad_request(address: str) -> None:
     with pytest.raises(BadRequest):
         _bind(address)

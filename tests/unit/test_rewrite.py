@@ -31,7 +31,13 @@ def test_strip_relay_cookies_removes_both_relay_cookie_names() -> None:
 
 
 def test_strip_relay_cookies_keeps_other_pairs_byte_for_byte() -> None:
-    pairs = ['_xsrf=2|abc|def=|123', 'q="quoted value"', "jp=a=b=c", "username-localhost-8888=\"2|1:0|10:17\"", "e="]
+    pairs = [
+        "_xsrf=2|abc|def=|123",
+        'q="quoted value"',
+        "jp=a=b=c",
+        'username-localhost-8888="2|1:0|10:17"',
+        "e=",
+    ]
     value = "; ".join([pairs[0], "relay_session=x", *pairs[1:]])
     assert strip_relay_cookies(value) == "; ".join(pairs)
     assert strip_relay_cookies("; ".join(pairs)) == "; ".join(pairs)
@@ -105,7 +111,11 @@ def test_upstream_headers_never_forward_the_relay_token_in_any_case() -> None:
 
 
 def test_upstream_headers_drop_cookie_header_left_empty() -> None:
-    headers: Headers = [("Host", "a"), ("Cookie", "relay_session=abc"), ("Cookie", "__Host-relay_session=d; k=v")]
+    headers: Headers = [
+        ("Host", "a"),
+        ("Cookie", "relay_session=abc"),
+        ("Cookie", "__Host-relay_session=d; k=v"),
+    ]
     out = upstream_headers(headers, peer_ip="203.0.113.9", scheme="https", trusted=())
     assert get_all(out, "cookie") == ["k=v"]
 
@@ -129,7 +139,11 @@ def test_upstream_headers_from_trusted_proxy_keep_its_forwarding_headers() -> No
 
 
 def test_upstream_headers_trusted_proxy_chain_over_several_headers() -> None:
-    headers: Headers = [("Host", "a"), ("X-Forwarded-For", "1.1.1.1, 2.2.2.2"), ("x-forwarded-for", "10.0.0.7")]
+    headers: Headers = [
+        ("Host", "a"),
+        ("X-Forwarded-For", "1.1.1.1, 2.2.2.2"),
+        ("x-forwarded-for", "10.0.0.7"),
+    ]
     out = upstream_headers(headers, peer_ip="fd00::1", scheme="https", trusted=TRUSTED)
     assert get_all(out, "x-forwarded-for") == ["1.1.1.1, 2.2.2.2, 10.0.0.7, fd00::1"]
 
@@ -212,7 +226,9 @@ def test_set_cookie_with_domain_on_relay_domain_or_parent_is_refused(domain: str
 
 
 def test_set_cookie_any_bad_domain_attribute_is_refused() -> None:
-    assert set_cookie_allowed("sid=1; Domain=lab.relay.example.com; Domain=example.com", RELAY_DOMAIN) is False
+    assert (
+        set_cookie_allowed("sid=1; Domain=lab.relay.example.com; Domain=example.com", RELAY_DOMAIN) is False
+    )
 
 
 @pytest.mark.parametrize(

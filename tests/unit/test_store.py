@@ -303,7 +303,12 @@ def test_keys_add_list_remove(store: Store) -> None:
     store.add_user("bob")
     k1 = store.add_key("alice", fingerprint="SHA256:one", public_key="ssh-ed25519 AAA1", comment="laptop")
     k2 = store.add_key("bob", fingerprint="SHA256:two", public_key="ssh-ed25519 AAA2", comment="")
-    assert (k1.user, k1.fingerprint, k1.public_key, k1.comment) == ("alice", "SHA256:one", "ssh-ed25519 AAA1", "laptop")
+    assert (k1.user, k1.fingerprint, k1.public_key, k1.comment) == (
+        "alice",
+        "SHA256:one",
+        "ssh-ed25519 AAA1",
+        "laptop",
+    )
     assert [k.id for k in store.list_keys()] == [k1.id, k2.id]
     assert store.list_keys("alice") == [k1]
     user = store.user_for_key("alice", "SHA256:one")
@@ -413,7 +418,14 @@ def test_live_tunnels(store: Store) -> None:
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("30d", 30 * 86400), ("12h", 12 * 3600), ("45m", 45 * 60), ("90s", 90), ("2w", 14 * 86400), (" 7D ", 7 * 86400)],
+    [
+        ("30d", 30 * 86400),
+        ("12h", 12 * 3600),
+        ("45m", 45 * 60),
+        ("90s", 90),
+        ("2w", 14 * 86400),
+        (" 7D ", 7 * 86400),
+    ],
 )
 def test_parse_duration(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
