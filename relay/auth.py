@@ -101,7 +101,11 @@ def safe_next(
     host = normalise_host(parts.netloc)
     if host is None or host == relay_domain:
         return None
-    if parts.port != port and not (parts.port is None and port in (None, 80 if scheme == "http" else 443)):
+    try:
+        next_port = parts.port
+    except ValueError:
+        return None
+    if next_port != port and not (next_port is None and port in (None, 80 if scheme == "http" else 443)):
         return None
     if not is_served_host(host):
         return None

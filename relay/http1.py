@@ -89,7 +89,7 @@ def _body_framing(headers: Headers, error: type[RelayError]) -> tuple[Framing, i
             raise error("Transfer-Encoding must end with chunked")
         return Framing.CHUNKED, 0
     if cl:
-        if len(cl) > 1 or not cl[0].isdigit() or len(cl[0]) > 18:
+        if len(cl) > 1 or not re.fullmatch(r"[0-9]{1,18}", cl[0]):
             raise error("invalid or repeated Content-Length")
         length = int(cl[0])
         return (Framing.LENGTH, length) if length else (Framing.NONE, 0)

@@ -58,12 +58,12 @@ def normalise_host(raw: str) -> str | None:
         if end < 0:
             return None
         rest = value[end + 1 :]
-        if rest and not (rest.startswith(":") and rest[1:].isdigit()):
+        if rest and not re.fullmatch(r":[0-9]{1,5}", rest):
             return None
         inner = value[1:end]
         return f"[{inner}]" if re.fullmatch(r"[0-9a-f:.]+", inner) else None
     host, sep, port = value.partition(":")
-    if sep and not (port.isdigit() and len(port) <= 5):
+    if sep and not (re.fullmatch(r"[0-9]{1,5}", port) and int(port) <= 65535):
         return None
     host = host.removesuffix(".")
     return host if is_valid_hostname(host) else None
@@ -89,6 +89,8 @@ def resolve_bind(bind_address: str, *, default_name: str, domain: str) -> BindTa
     suffix = "." + domain
     if bind.endswith(suffix):
         bind = bind[: -len(suffix)]
+        if "." in bind:
+            raise BadRequest(f"invalid name {bind!r}: a tunnel name is one label under {domain}")
     if "." not in bind:
         name = validate_name(bind)
         return BindTarget(host=f"{name}.{domain}", name=name)

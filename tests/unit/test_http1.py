@@ -176,7 +176,9 @@ def test_refuses_non_numeric_content_length(value: str) -> None:
 
 @pytest.mark.parametrize("fold", [" folded", "\tfolded"])
 def test_refuses_obs_fold(fold: str) -> None:
-    assert _refused(_req("Host: a", "X-Long: first", fold)).status == 400
+    err = _refused(_req("Host: a", "X-Long: first", fold))
+    assert err.status == 400
+    assert "folding" in str(err)
     # A whitespace-led line right after the request line is refused too.
     assert _refused(_req(fold, "Host: a")).status == 400
 
