@@ -56,14 +56,9 @@ SSH_LOGIN_TIMEOUT = 20.0
 #: SSH keepalive: a probe every 30 s, three unanswered → dead (noticed within ~90 s).
 SSH_KEEPALIVE_INTERVAL = 30.0
 SSH_KEEPALIVE_COUNT_MAX = 3
-#: Offered first: AES-GCM is 2× faster than chacha20 in asyncssh (DESIGN §5).
-SSH_ENCRYPTION_ALGS = (
-    "aes128-gcm@openssh.com",
-    "aes256-gcm@openssh.com",
-    "chacha20-poly1305@openssh.com",
-    "aes128-ctr",
-    "aes256-ctr",
-)
+#: Offered alone: the client's preference picks the cipher, and stock OpenSSH prefers chacha20-poly1305,
+#: which asyncssh runs at 0.4-0.6x the speed of AES-GCM (DESIGN §5). Every OpenSSH since 6.2 has AES-GCM.
+SSH_ENCRYPTION_ALGS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 
 #: Failed credentials per client address before 429 / SSH refusal, and the window, seconds.
 AUTH_FAILURE_LIMIT = 10

@@ -213,6 +213,7 @@ class RelaySSHServer(asyncssh.SSHServer):
         mine = self.ctx.registry.for_user(self.user.id)
         return {
             "user": self.user.name,
+            "notices": list(self.notices),  # e.g. why a -R on this connection was refused
             "tunnels": [
                 {**t.as_json(self.ctx.public.tunnel_url), "this_connection": t in self.tunnels} for t in mine
             ],

@@ -1,0 +1,5 @@
+"""``python -m client`` runs relay-client."""
+
+from client.cli import main
+
+main()

@@ -1,0 +1,59 @@
+"""Turn flags, environment, Colab secrets and the saved profile into one :class:`TunnelSpec`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .config import ClientError, load_profile, parse_relay, resolve
+from .connect import TunnelSpec
+
+
+def build_spec(
+    directory: Path,
+    *,
+    relay: str | None,
+    token: str | None,
+    user: str | None,
+    name: str | None,
+    domain: str | None,
+    port: int | None,
+    lab: bool,
+    host_key: str | None,
+    key: Path | None,
+) -> TunnelSpec:
+    if lab and port is not None:
+        raise ClientError("use either --lab or --port, not both")
+    if not lab and port is None:
+        raise ClientError("say what to publish: --lab (starts JupyterLab) or --port PORT")
+    if port is not None and not 0 < port < 65536:
+        raise ClientError(f"invalid --port {port}")
+    if name and domain:
+        raise ClientError("use either --name or --domain, not both")
+    profile = load_profile(directory)
+    relay_value = resolve(relay, "RELAY_HOST", profile.relay)
+    if not relay_value:
+        raise ClientError(
+            "no relay given: pass --relay HOST[:PORT], set RELAY_HOST, or run `relay-client login` once"
+        )
+    user_value = resolve(user, "RELAY_USER", profile.user)
+    if not user_value:
+        raise ClientError("no user given: pass --user, set RELAY_USER, or run `relay-client login` once")
+    token_value = resolve(token, "RELAY_TOKEN", profile.token)
+    if not token_value and key is None:
+        raise ClientError("no credential: pass --token (or set RELAY_TOKEN) or --key PRIVATE_KEY")
+    if key is not None and not key.is_file():
+        raise ClientError(f"--key {key}: no such file")
+    if host_key is not None and not host_key.startswith("SHA256:"):
+        raise ClientError("--host-key takes a fingerprint like SHA256:..., as `relay serve` prints it")
+    host, ssh_port = parse_relay(relay_value)
+    return TunnelSpec(
+        relay_host=host,
+        relay_port=ssh_port,
+        user=user_value,
+        local_port=port or 0,
+        token=token_value,
+        key_path=key,
+        name=name,
+        domain=domain,
+        host_key=host_key,
+    )
