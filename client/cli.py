@@ -82,6 +82,10 @@ def connect(
         Path | None,
         typer.Option(help="SSH private key to log in with instead of the token.", show_default=False),
     ] = None,
+    lab_log: Annotated[
+        Path | None,
+        typer.Option(help="Append JupyterLab's own log to this file (with --lab).", show_default=False),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the URL as one JSON line.")] = False,
 ) -> None:
     """Open the tunnel, print its URL on a line of its own, and hold it open until Ctrl-C / SIGTERM.
@@ -104,7 +108,9 @@ def connect(
     except ClientError as exc:
         _fail(str(exc))
         return
-    publisher = Publisher(spec, HostKeyPins(config_dir()), _say, lab=lab, notebook_dir=notebook_dir)
+    publisher = Publisher(
+        spec, HostKeyPins(config_dir()), _say, lab=lab, notebook_dir=notebook_dir, lab_log=lab_log
+    )
 
     async def main() -> None:
         loop = asyncio.get_running_loop()

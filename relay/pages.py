@@ -16,7 +16,9 @@ def _page(title: str, body: str) -> bytes:
     return (
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
         '<meta name=viewport content="width=device-width,initial-scale=1">'
-        f"<meta name=referrer content=no-referrer><title>{escape(title)}</title>"
+        # same-origin, not no-referrer: under no-referrer a browser sends "Origin: null" with the login
+        # form, which the relay's Origin check must refuse.
+        f"<meta name=referrer content=same-origin><title>{escape(title)}</title>"
         f"<style>{_STYLE}</style></head><body>{body}</body></html>"
     ).encode()
 

@@ -465,3 +465,78 @@ async def raw_request(port: int, data: bytes, *, read_timeout: float = 10) -> by
 def cookie_pair(set_cookie: str) -> str:
     """``name=value`` from a Set-Cookie header, to send back in Cookie."""
     return set_cookie.split(";", 1)[0]
+
+
+@dataclass
+class ClientProcess:
+    """A running ``relay-client connect``; ``url`` is the line it printed."""
+
+    proc: asyncio.subprocess.Process
+    url: str
+    home: Path
+
+    async def stderr_until(self, text: str, timeout: float = 30) -> str:
+        """Read the client's status lines until one contains ``text``; returns what was read."""
+        assert self.proc.stderr is not None
+        seen = ""
+
+        async def scan() -> str:
+            nonlocal seen
+            while True:
+                line = await self.proc.stderr.readline()  # type: ignore[union-attr]
+                if not line:
+                    raise AssertionError(f"client ended before {text!r}; it said:\n{seen}")
+                seen += line.decode()
+                if text in line.decode():
+                    return seen
+
+        return await asyncio.wait_for(scan(), timeout)
+
+    async def stop(self) -> int:
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.proc.wait(), 20)
+            except (asyncio.TimeoutError, TimeoutError):
+                self.proc.kill()
+                await self.proc.wait()
+        assert self.proc.returncode is not None
+        return self.proc.returncode
+
+
+def client_env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
+    env["RELAY_CLIENT_HOME"] = str(home)
+    env["JUPYTER_CONFIG_DIR"] = str(home / "jupyter-config")
+    env["JUPYTER_DATA_DIR"] = str(home / "jupyter-data")
+    env["JUPYTER_RUNTIME_DIR"] = str(home / "jupyter-runtime")
+    env["IPYTHONDIR"] = str(home / "ipython")
+    return env
+
+
+async def start_client(
+    relay: RelayProcess, home: Path, args: list[str], *, timeout: float = 120
+) -> ClientProcess:
+    """``relay-client connect ARGS --relay 127.0.0.1:SSH_PORT``; waits for the printed URL."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "client",
+        "connect",
+        "--relay",
+        f"127.0.0.1:{relay.ssh_port}",
+        *args,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=client_env(home),
+        start_new_session=True,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    line = await asyncio.wait_for(proc.stdout.readline(), timeout)
+    if not line:
+        err = await proc.stderr.read()
+        await proc.wait()
+        raise AssertionError(f"relay-client printed no URL (exit {proc.returncode}): {err.decode()}")
+    return ClientProcess(proc, line.decode().strip(), home)
