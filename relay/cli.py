@@ -34,11 +34,16 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help texts show [env: ...] and [default: ...] literally
 )
-user_app = typer.Typer(help="Users: who may open tunnels and visit them.", no_args_is_help=True)
-token_app = typer.Typer(help="Access tokens: SSH passwords and visitor credentials.", no_args_is_help=True)
-key_app = typer.Typer(help="SSH public keys that log users in.", no_args_is_help=True)
-name_app = typer.Typer(help="Owned tunnel names.", no_args_is_help=True)
+user_app = typer.Typer(
+    rich_markup_mode=None, help="Users: who may open tunnels and visit them.", no_args_is_help=True
+)
+token_app = typer.Typer(
+    rich_markup_mode=None, help="Access tokens: SSH passwords and visitor credentials.", no_args_is_help=True
+)
+key_app = typer.Typer(rich_markup_mode=None, help="SSH public keys that log users in.", no_args_is_help=True)
+name_app = typer.Typer(rich_markup_mode=None, help="Owned tunnel names.", no_args_is_help=True)
 app.add_typer(user_app, name="user")
 app.add_typer(token_app, name="token")
 app.add_typer(key_app, name="key")

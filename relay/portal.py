@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from urllib.parse import parse_qsl, quote, unquote_plus, urlsplit
 
 from . import auth, pages
@@ -127,7 +127,7 @@ class Portal:
         )
 
     def start_session(self, user: User, host: str) -> tuple[str, str]:
-        sid = self.store.create_session(user.id, host, SESSION_TTL)
+        sid = self.store.create_session(user, host, SESSION_TTL)
         return self._cookie(sid, SESSION_TTL)
 
     def login_url(self, next_url: str) -> str:
@@ -143,7 +143,7 @@ class Portal:
         path, method = head.path, head.method
         html = auth.wants_html(get_one(head.headers, "accept") or "")
         if path == HEALTH_PATH:
-            return Reply.json(200, {"status": "ok", "tunnels": len(self.registry)})
+            return Reply.json(200, {"status": "ok"})
         if method not in ("GET", "HEAD") and not auth.origin_ok(
             method=method,
             is_upgrade=head.is_upgrade,
@@ -186,7 +186,7 @@ class Portal:
         parts = urlsplit(next_url)
         host = (parts.hostname or "").lower()
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        code = self.sso.issue(user.id, host)
+        code = self.sso.issue(user.id, host, user.credential)
         target = f"{self.public.origin(host)}{SSO_PATH}?code={code}&next={quote(path, safe='')}"
         return Reply.redirect(302, target, [("Referrer-Policy", "no-referrer"), *(extra or [])])
 
@@ -222,8 +222,9 @@ class Portal:
         html = auth.wants_html(get_one(head.headers, "accept") or "")
         if head.path == SSO_PATH and head.method in ("GET", "HEAD"):
             params = query_params(head.query)
-            user_id = self.sso.redeem(params.get("code", ""), head.host)
-            user = self.store.user_by_id(user_id) if user_id is not None else None
+            grant = self.sso.redeem(params.get("code", ""), head.host)
+            found = self.store.user_by_id(grant[0]) if grant is not None else None
+            user = replace(found, credential=grant[1]) if found is not None and grant is not None else None
             if user is None:
                 return Reply.error(
                     400,

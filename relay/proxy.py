@@ -215,8 +215,11 @@ class Proxy:
             return await self._answer(conn, head, self.portal.tunnel_relay_path(head))
 
         try:
-            query_token = query_params(head.query).get(TOKEN_QUERY) if TOKEN_QUERY in head.query else None
+            # Decoded names, so that relay%5Ftoken= is recognised too and never reaches the backend.
+            query_token = query_params(head.query).get(TOKEN_QUERY) if head.query else None
             if query_token is not None:
+                if head.method not in ("GET", "HEAD"):
+                    raise Unauthorized(f"?{TOKEN_QUERY}= works on GET links only; send X-Relay-Token")
                 reply = self.portal.exchange_query_token(head, query_token, client, tunnel.user_id)
                 return await self._answer(conn, head, reply)
             user_id = self._identify(head, client)

@@ -15,6 +15,8 @@ from .protocol import RELAY_COOKIE_NAMES, TOKEN_HEADER
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
+#: Headers addressed to the relay as a proxy: never passed on.
+_PROXY_ONLY = frozenset({"proxy-authorization", "proxy-connection"})
 #: Visitor headers that only the relay may set towards the backend.
 _FORWARDING = frozenset(
     {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded", "x-real-ip"}
@@ -71,7 +73,7 @@ def upstream_headers(headers: Headers, *, peer_ip: str, scheme: str, trusted: Se
     host = None
     for name, value in headers:
         lname = name.lower()
-        if lname == TOKEN_HEADER:
+        if lname == TOKEN_HEADER or lname in _PROXY_ONLY:
             continue
         if lname == "cookie":
             value = strip_relay_cookies(value)

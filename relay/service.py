@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds between writes of per-tunnel byte counters to the store (read by ``relay tunnels``).
 LIVE_STATS_INTERVAL = 5.0
+#: Seconds between re-checks that each SSH connection's token or key is still valid (revoked → closed).
+CREDENTIAL_RECHECK_INTERVAL = 10.0
 #: The admin user created on first start ("admin" itself is a reserved tunnel name).
 BOOTSTRAP_ADMIN = "owner"
 
@@ -114,6 +116,7 @@ class RelayService:
         self._ssh = await start_ssh_server(ssh_ctx, cfg.bind, cfg.ssh_port, self.host_key)
         self.ssh_port = self._ssh.sockets[0].getsockname()[1]
         self._stats_task = asyncio.ensure_future(self._write_stats())
+        self._recheck_task = asyncio.ensure_future(self._recheck_credentials())
 
     async def _serve_http(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         assert self.proxy is not None
@@ -133,6 +136,29 @@ class RelayService:
                     self.store.update_live_bytes(rows)
                 except StoreError as exc:
                     log.warning("cannot record tunnel statistics: %s", exc)
+
+    async def _recheck_credentials(self) -> None:
+        """Close SSH connections whose token was revoked or expired, or whose key or user was removed."""
+        while True:
+            await asyncio.sleep(CREDENTIAL_RECHECK_INTERVAL)
+            assert self.store is not None
+            for ssh in list(self._connections):
+                user = ssh.user
+                if user is None or ssh.conn is None:
+                    continue
+                try:
+                    alive = self.store.credential_alive(user.credential)
+                except StoreError:
+                    continue  # a busy store is no reason to drop tunnels
+                if not alive:
+                    log.info(
+                        "ssh %s user=%s: credential %s no longer valid, closing",
+                        ssh.peer,
+                        user.name,
+                        user.credential,
+                    )
+                    ssh.notify("your token or key was revoked; closing")
+                    ssh.conn.disconnect(asyncssh.DISC_BY_APPLICATION, "credential revoked")
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -162,8 +188,10 @@ class RelayService:
         if self._connections:
             with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
                 await asyncio.wait_for(self._wait_connections_gone(), 5.0)
-        if hasattr(self, "_stats_task"):
-            self._stats_task.cancel()
+        for task_name in ("_stats_task", "_recheck_task"):
+            task = getattr(self, task_name, None)
+            if task is not None:
+                task.cancel()
         if self.store is not None:
             with contextlib.suppress(StoreError):
                 self.store.clear_live()

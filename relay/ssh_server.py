@@ -183,9 +183,12 @@ class RelaySSHServer(asyncssh.SSHServer):
         displaced = self.ctx.registry.add(tunnel)
         if displaced is not None:
             for other in list(self.ctx.connections):
-                if displaced in other.tunnels:
+                if displaced in other.tunnels and other is not self:
                     other.tunnels.remove(displaced)
+                    # Its connection stays open (it may serve other names) until it drops or leaves.
                     other.notify(f"{target.host} was taken over by a new connection from {self.peer}")
+        if displaced in self.tunnels:
+            self.tunnels.remove(displaced)
         self.tunnels.append(tunnel)
         url = self.ctx.public.tunnel_url(target.host)
         log.info(

@@ -15,6 +15,7 @@ from .protocol import SSO_CODE_TTL
 @dataclass(frozen=True)
 class _Grant:
     user_id: int
+    credential: str
     host: str
     expires: float
 
@@ -30,19 +31,19 @@ class SsoCodes:
         self._max = max_codes
         self._codes: dict[str, _Grant] = {}
 
-    def issue(self, user_id: int, host: str) -> str:
+    def issue(self, user_id: int, host: str, credential: str = "") -> str:
         now = self._clock()
         if len(self._codes) >= self._max:
             self._codes = {c: g for c, g in self._codes.items() if g.expires > now}
             while len(self._codes) >= self._max:  # still full: drop the oldest
                 self._codes.pop(next(iter(self._codes)))
         code = secrets.token_urlsafe(24)
-        self._codes[code] = _Grant(user_id, host, now + self._ttl)
+        self._codes[code] = _Grant(user_id, credential, host, now + self._ttl)
         return code
 
-    def redeem(self, code: str, host: str) -> int | None:
-        """The user a code was issued to, if it is valid for ``host``; the code is spent either way."""
+    def redeem(self, code: str, host: str) -> tuple[int, str] | None:
+        """(user id, credential) a code was issued for, if it is valid for ``host``; spent either way."""
         grant = self._codes.pop(code, None)
         if grant is None or grant.host != host or grant.expires <= self._clock():
             return None
-        return grant.user_id
+        return grant.user_id, grant.credential

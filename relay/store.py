@@ -71,6 +71,10 @@ _MIGRATIONS: tuple[str, ...] = (
         bytes_out INTEGER NOT NULL DEFAULT 0
     );
     """,
+    # v2: a session remembers the token it came from, so revoking the token ends the session too.
+    """
+    ALTER TABLE sessions ADD COLUMN token_id TEXT REFERENCES tokens(id) ON DELETE CASCADE
+    """,
 )
 
 
@@ -80,6 +84,8 @@ class User:
     name: str
     is_admin: bool
     created_at: float
+    #: The credential this user was recognised by: a token id, or "key:ID". Empty when looked up by name.
+    credential: str = ""
 
 
 @dataclass(frozen=True)
@@ -308,7 +314,16 @@ class Store:
         now = time.time() if now is None else now
         if expires_at is not None and now >= expires_at:
             return None
-        return User(user[0], user[1], bool(user[2]), user[3])
+        return User(user[0], user[1], bool(user[2]), user[3], credential=token_id)
+
+    def credential_alive(self, credential: str, *, now: float | None = None) -> bool:
+        """Is the token or key a connection logged in with still valid (not revoked, expired, removed)?"""
+        if credential.startswith("key:"):
+            row = self._db.execute("SELECT 1 FROM ssh_keys WHERE id = ?", (int(credential[4:]),)).fetchone()
+            return row is not None
+        row = self._db.execute("SELECT expires_at FROM tokens WHERE id = ?", (credential,)).fetchone()
+        now = time.time() if now is None else now
+        return row is not None and (row[0] is None or now < row[0])
 
     # -- SSH keys ----------------------------------------------------------------------------
 
@@ -347,11 +362,11 @@ class Store:
 
     def user_for_key(self, username: str, fingerprint: str) -> User | None:
         row = self._db.execute(
-            "SELECT u.id, u.name, u.is_admin, u.created_at FROM ssh_keys k "
+            "SELECT u.id, u.name, u.is_admin, u.created_at, k.id FROM ssh_keys k "
             "JOIN users u ON u.id = k.user_id WHERE k.fingerprint = ? AND u.name = ?",
             (fingerprint, username),
         ).fetchone()
-        return User(row[0], row[1], bool(row[2]), row[3]) if row else None
+        return User(row[0], row[1], bool(row[2]), row[3], credential=f"key:{row[4]}") if row else None
 
     # -- names -------------------------------------------------------------------------------
 
@@ -385,15 +400,20 @@ class Store:
 
     # -- sessions ----------------------------------------------------------------------------
 
-    def create_session(self, user_id: int, host: str, ttl: float) -> str:
-        """A new browser session bound to ``host``; returns the id that goes into the cookie."""
+    def create_session(self, user: User, host: str, ttl: float) -> str:
+        """A new browser session bound to ``host``; returns the id that goes into the cookie.
+
+        The session is tied to the token the user signed in with: revoking it ends the session.
+        """
         sid = secrets.token_urlsafe(32)
         now = time.time()
+        token_id = user.credential if user.credential.startswith(TOKEN_PREFIX) else None
         with self._tx() as db:
             db.execute("DELETE FROM sessions WHERE expires_at < ?", (now,))
             db.execute(
-                "INSERT INTO sessions (hash, user_id, host, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
-                (_hash(sid), user_id, host, now, now + ttl),
+                "INSERT INTO sessions (hash, user_id, host, created_at, expires_at, token_id) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (_hash(sid), user.id, host, now, now + ttl, token_id),
             )
         return sid
 
@@ -401,11 +421,11 @@ class Store:
         if not sid or len(sid) > 100:
             return None
         row = self._db.execute(
-            "SELECT u.id, u.name, u.is_admin, u.created_at FROM sessions s "
+            "SELECT u.id, u.name, u.is_admin, u.created_at, s.token_id FROM sessions s "
             "JOIN users u ON u.id = s.user_id WHERE s.hash = ? AND s.host = ? AND s.expires_at > ?",
             (_hash(sid), host, time.time()),
         ).fetchone()
-        return User(row[0], row[1], bool(row[2]), row[3]) if row else None
+        return User(row[0], row[1], bool(row[2]), row[3], credential=row[4] or "") if row else None
 
     def delete_session(self, sid: str) -> None:
         with self._tx() as db:

@@ -32,11 +32,6 @@ def live_tunnels(relay: RelayProcess) -> list[dict[str, object]]:
     return list(doc["tunnels"])
 
 
-async def health(relay: RelayProcess) -> int:
-    reply = await fetch(relay, "localhost", "/_relay/health")
-    return int(reply.json()["tunnels"])
-
-
 async def wait_for(condition: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -54,14 +49,14 @@ async def test_registry_is_empty_after_clients_leave(workdir: Path, backend: Bac
             name = unique_name("gone")
             token = relay.add_user(name)
             tunnels.append(await open_tunnel(relay, name, f"{name}:80:127.0.0.1:{backend.port}", token=token))
-        assert await health(relay) == 3
         hosts = {t["host"] for t in live_tunnels(relay)}
         assert len(hosts) == 3
+        assert (await fetch(relay, "localhost", "/_relay/health")).json() == {"status": "ok"}
         for tunnel in tunnels:
             await tunnel.close()
 
         async def empty() -> bool:
-            return await health(relay) == 0
+            return live_tunnels(relay) == []
 
         await wait_for(empty)
         assert live_tunnels(relay) == []
@@ -180,3 +175,34 @@ async def test_restart_keeps_users_names_and_host_key(workdir: Path, backend: Ba
         await tunnel.close()
     finally:
         assert again.stop() == 0
+
+
+async def test_revoking_a_token_ends_its_sessions_and_ssh_connections(
+    relay: RelayProcess, backend: Backend
+) -> None:
+    name = unique_name("rev")
+    relay.add_user(name)
+    out = subprocess.run(
+        [sys.executable, "-m", "relay", "token", "create", name, "--json", "--data-dir", str(relay.data_dir)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    created = json.loads(out.stdout)
+    token = created["token"]
+    tunnel = await open_tunnel(relay, name, f"{name}:80:127.0.0.1:{backend.port}", token=token)
+    host = f"{name}.localhost"
+    exchanged = await fetch(relay, host, f"/echo?relay_token={token}")
+    cookie = exchanged.set_cookies[0].split(";", 1)[0]
+    assert (await fetch(relay, host, "/echo", headers={"Cookie": cookie})).status == 200
+    subprocess.run(
+        [sys.executable, "-m", "relay", "token", "revoke", created["id"], "--data-dir", str(relay.data_dir)],
+        check=True,
+        capture_output=True,
+    )
+    # The browser session made with it ends at once...
+    assert (await fetch(relay, host, "/echo", headers={"Cookie": cookie})).status == 401
+    # ...and the SSH connection that logged in with it is closed within the re-check interval.
+    await asyncio.wait_for(tunnel.proc.wait(), 20)
+    assert tunnel.proc.stderr is not None
+    assert b"revoked" in await tunnel.proc.stderr.read()

@@ -253,3 +253,13 @@ async def test_keep_alive_reuses_connection_and_checks_every_request(
     statuses = re.findall(rb"HTTP/1\.1 (\d{3})", out)
     assert statuses == [b"200", b"200", b"401", b"200"]
     assert [s["path"] for s in backend.seen] == ["/echo", "/echo", "/echo"]
+
+
+async def test_query_token_variants_never_reach_the_backend(
+    relay: RelayProcess, backend: Backend, owned: Owned
+) -> None:
+    encoded = await fetch(relay, owned.host, f"/echo?relay%5Ftoken={owned.token}")
+    assert encoded.status == 303 and encoded.headers["Location"] == f"{owned.url}/echo"
+    posted = await fetch(relay, owned.host, f"/echo?relay_token={owned.token}", method="POST", data=b"x")
+    assert posted.status == 401
+    assert backend.seen == []

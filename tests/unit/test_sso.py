@@ -17,7 +17,7 @@ class FakeClock:
 def test_code_redeems_once_for_its_host() -> None:
     codes = SsoCodes(clock=FakeClock())
     code = codes.issue(7, "lab.localhost")
-    assert codes.redeem(code, "lab.localhost") == 7
+    assert codes.redeem(code, "lab.localhost") == (7, "")
     assert codes.redeem(code, "lab.localhost") is None
 
 
@@ -41,7 +41,7 @@ def test_code_expires() -> None:
     early = codes.issue(1, "a.localhost")
     late = codes.issue(1, "a.localhost")
     clock.now += 59.9
-    assert codes.redeem(early, "a.localhost") == 1
+    assert codes.redeem(early, "a.localhost") == (1, "")
     clock.now += 0.1
     assert codes.redeem(late, "a.localhost") is None
 
@@ -68,5 +68,5 @@ def test_table_is_bounded_dropping_expired_then_oldest() -> None:
     second = codes.issue(2, "a.localhost")
     third = codes.issue(3, "a.localhost")  # full, nothing expired: the oldest goes
     assert codes.redeem(first, "a.localhost") is None
-    assert codes.redeem(second, "a.localhost") == 2
-    assert codes.redeem(third, "a.localhost") == 3
+    assert codes.redeem(second, "a.localhost") == (2, "")
+    assert codes.redeem(third, "a.localhost") == (3, "")

@@ -164,7 +164,7 @@ def test_remove_user_cascades(store: Store) -> None:
     _, token = store.create_token("alice")
     store.add_key("alice", fingerprint="SHA256:a", public_key="ssh-ed25519 A", comment="")
     store.claim_name("lab", alice.id)
-    sid = store.create_session(alice.id, "lab.localhost", 3600)
+    sid = store.create_session(alice, "lab.localhost", 3600)
     _, bob_token = store.create_token("bob")
 
     store.remove_user("alice")
@@ -271,7 +271,7 @@ def test_token_is_stored_only_as_hash(store: Store, data_dir: Path) -> None:
 
 def test_session_id_is_stored_only_as_hash(store: Store, data_dir: Path) -> None:
     alice = store.add_user("alice")
-    sid = store.create_session(alice.id, "lab.localhost", 3600)
+    sid = store.create_session(alice, "lab.localhost", 3600)
     stored = _all_db_bytes(data_dir)
     assert hashlib.sha256(sid.encode()).digest() in stored
     assert sid.encode() not in stored
@@ -374,7 +374,7 @@ def test_release_name_frees_it(store: Store) -> None:
 
 def test_session_is_bound_to_its_host(store: Store) -> None:
     alice = store.add_user("alice")
-    sid = store.create_session(alice.id, "lab.localhost", 3600)
+    sid = store.create_session(alice, "lab.localhost", 3600)
     user = store.session_user(sid, "lab.localhost")
     assert user is not None
     assert user.id == alice.id
@@ -387,10 +387,10 @@ def test_session_is_bound_to_its_host(store: Store) -> None:
 
 def test_session_delete_and_expiry(store: Store) -> None:
     alice = store.add_user("alice")
-    sid = store.create_session(alice.id, "localhost", 3600)
+    sid = store.create_session(alice, "localhost", 3600)
     store.delete_session(sid)
     assert store.session_user(sid, "localhost") is None
-    expired = store.create_session(alice.id, "localhost", -1)
+    expired = store.create_session(alice, "localhost", -1)
     assert store.session_user(expired, "localhost") is None
 
 
@@ -474,3 +474,19 @@ def test_lock_release_is_idempotent(data_dir: Path) -> None:
     lock.release()
     lock.release()
     assert is_serving(data_dir) is False
+
+
+def test_revoking_a_token_ends_its_sessions_and_marks_it_dead(tmp_path: Path) -> None:
+    data = ensure_data_dir(tmp_path / "revoke")
+    store = Store.open(data)
+    store.add_user("erin")
+    info, token = store.create_token("erin")
+    user = store.verify_token(token)
+    assert user is not None and user.credential == info.id
+    sid = store.create_session(user, "lab.localhost", 3600)
+    assert store.session_user(sid, "lab.localhost") is not None
+    assert store.credential_alive(info.id)
+    store.revoke_token(info.id)
+    assert store.session_user(sid, "lab.localhost") is None
+    assert not store.credential_alive(info.id)
+    assert not store.credential_alive("key:12345")
