@@ -540,3 +540,23 @@ async def start_client(
         await proc.wait()
         raise AssertionError(f"relay-client printed no URL (exit {proc.returncode}): {err.decode()}")
     return ClientProcess(proc, line.decode().strip(), home)
+
+
+async def run_client_once(ssh_port: int, home: Path, args: list[str]) -> tuple[int, bytes, bytes]:
+    """``relay-client connect`` expected to end by itself (an error): (exit code, stdout, stderr)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "client",
+        "connect",
+        "--relay",
+        f"127.0.0.1:{ssh_port}",
+        *args,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=client_env(home),
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out, err

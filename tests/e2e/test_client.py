@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 import aiohttp
 
 from .conftest import unique_name
-from .harness import Backend, RelayProcess, client_env, fetch, start_client, start_relay
+from .harness import Backend, RelayProcess, client_env, fetch, run_client_once, start_client, start_relay
 
 
 async def test_port_tunnel_prints_url_and_serves(
@@ -50,27 +50,12 @@ async def test_refused_name_is_a_clear_error(relay: RelayProcess, backend: Backe
     relay.add_user(owner)
     other = unique_name("oth")
     token = relay.add_user(other)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "client",
-        "connect",
-        "--relay",
-        f"127.0.0.1:{relay.ssh_port}",
-        "--user",
-        other,
-        "--token",
-        token,
-        "--name",
-        owner,
-        "--port",
-        str(backend.port),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=client_env(workdir),
+    code, out, err = await run_client_once(
+        relay.ssh_port,
+        workdir,
+        ["--user", other, "--token", token, "--name", owner, "--port", str(backend.port)],
     )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode == 1 and out == b""
+    assert code == 1 and out == b""
     assert b"owned by another user" in err
 
 
@@ -90,48 +75,27 @@ async def test_changed_host_key_is_refused(workdir: Path, backend: Backend) -> N
     try:
         assert impostor.fingerprint != first.fingerprint
         token_b = impostor.add_user(name)
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "client",
-            "connect",
-            "--relay",
-            f"127.0.0.1:{ssh_port}",
-            "--user",
-            name,
-            "--token",
-            token_b,
-            "--port",
-            str(backend.port),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=client_env(workdir),
+        code, out, err = await run_client_once(
+            ssh_port, workdir, ["--user", name, "--token", token_b, "--port", str(backend.port)]
         )
-        out, err = await asyncio.wait_for(proc.communicate(), 60)
-        assert proc.returncode == 1 and out == b""
+        assert code == 1 and out == b""
         assert b"man-in-the-middle" in err and impostor.fingerprint.encode() in err
         # An explicit --host-key that does not match is refused as well, even with no pin stored.
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "client",
-            "connect",
-            "--relay",
-            f"127.0.0.1:{ssh_port}",
-            "--user",
-            name,
-            "--token",
-            token_b,
-            "--port",
-            str(backend.port),
-            "--host-key",
-            first.fingerprint,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=client_env(workdir / "b"),
+        code, _, err = await run_client_once(
+            ssh_port,
+            workdir / "b",
+            [
+                "--user",
+                name,
+                "--token",
+                token_b,
+                "--port",
+                str(backend.port),
+                "--host-key",
+                first.fingerprint,
+            ],
         )
-        _, err = await asyncio.wait_for(proc.communicate(), 60)
-        assert proc.returncode == 1 and b"man-in-the-middle" in err
+        assert code == 1 and b"man-in-the-middle" in err
     finally:
         impostor.stop()
 
