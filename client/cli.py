@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from . import __version__
-from .config import ClientError, HostKeyPins, Profile, config_dir, parse_relay, save_profile
+from .config import ClientError, HostKeyPins, Profile, config_dir, parse_relay, resolve, save_profile
 from .connect import Fatal, TunnelClient
 from .publish import Publisher
 from .settings import build_spec
@@ -145,8 +145,11 @@ def login(
     relay: RelayOpt = None, token: TokenOpt = None, user: UserOpt = None, host_key: HostKeyOpt = None
 ) -> None:
     """Check the credentials against the relay, pin its host key, and save them (0600) for later calls."""
+    relay = resolve(relay, "RELAY_HOST", None)
+    user = resolve(user, "RELAY_USER", None)
+    token = resolve(token, "RELAY_TOKEN", None)
     if not (relay and user and token):
-        _fail("login needs --relay, --user and --token")
+        _fail("login needs --relay, --user and --token (or RELAY_HOST, RELAY_USER, RELAY_TOKEN)")
         return
     try:
         host, ssh_port = parse_relay(relay)

@@ -84,7 +84,7 @@ class LabServer:
                 if self.proc.returncode is not None:
                     raise ClientError(
                         f"JupyterLab exited with code {self.proc.returncode}; is jupyterlab installed? "
-                        "(pip install 'relay-tunnels[lab]')"
+                        "(pip install jupyterlab)"
                     )
                 with contextlib.suppress(aiohttp.ClientError, OSError):
                     async with session.get(url, headers=headers) as resp:

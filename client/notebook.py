@@ -5,13 +5,15 @@ and an already running IPython loop is left alone."""
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
+import contextlib
 import sys
 import threading
 from html import escape
 from pathlib import Path
 
-from .config import HostKeyPins, config_dir
+from .config import ClientError, HostKeyPins, config_dir
 from .publish import Publisher
 from .settings import build_spec
 
@@ -113,6 +115,8 @@ def connect(
             await publisher.wait()
         except Exception as exc:  # a fatal error after start: say so in the notebook's output
             events(f"tunnel ended: {exc}")
+        finally:
+            await publisher.stop()  # never leave Lab running without its tunnel
 
     def thread_main() -> None:
         asyncio.set_event_loop(loop)
@@ -128,13 +132,25 @@ def connect(
     thread.start()
     try:
         url, tunnel_url = started.result(timeout)
+    except concurrent.futures.TimeoutError:
+        _abandon(loop, publisher, thread)
+        raise ClientError(f"no tunnel URL within {timeout:.0f} s (Lab start-up included)") from None
     except BaseException:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
+        _abandon(loop, publisher, thread)
         raise
     conn = Connection(url, tunnel_url, loop, publisher, thread)
+    atexit.register(conn.close)  # the kernel exiting without close() must not leave Lab behind
     _show(conn)
     return conn
+
+
+def _abandon(loop: asyncio.AbstractEventLoop, publisher: Publisher, thread: threading.Thread) -> None:
+    if thread.is_alive():
+        future = asyncio.run_coroutine_threadsafe(publisher.stop(), loop)
+        with contextlib.suppress(Exception):
+            future.result(20)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
 
 
 def _show(conn: Connection) -> None:

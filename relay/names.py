@@ -108,4 +108,4 @@ def claim_refusal(name: str, *, claimant_id: int, owner_id: int | None) -> str |
     """
     if owner_id is None or owner_id == claimant_id:
         return None
-    return f"name {name!r} is owned by another user; choose another name with -R OTHER:80:..."
+    return f"name {name!r} is owned by another user; choose another name"
