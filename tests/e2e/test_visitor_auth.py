@@ -263,3 +263,14 @@ async def test_query_token_variants_never_reach_the_backend(
     posted = await fetch(relay, owned.host, f"/echo?relay_token={owned.token}", method="POST", data=b"x")
     assert posted.status == 401
     assert backend.seen == []
+
+
+async def test_websocket_both_directions_at_once(relay: RelayProcess, owned: Owned) -> None:
+    """Many frames in flight both ways: nothing lost or reordered by the relay's pipe."""
+    headers = {"Host": owned.host, "X-Relay-Token": owned.token, "Origin": owned.url}
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(f"{relay.base}/ws", headers=headers) as ws:
+            for i in range(500):
+                await ws.send_str(f"n{i}" + "x" * (i % 300))
+            for i in range(500):
+                assert await ws.receive_str(timeout=10) == f"echo:n{i}" + "x" * (i % 300)
