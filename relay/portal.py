@@ -72,7 +72,11 @@ class Reply:
 
 
 def query_params(query: str) -> dict[str, str]:
-    return dict(parse_qsl(query, keep_blank_values=True, max_num_fields=50))
+    """Decoded ``name=value`` pairs (first occurrence wins); never raises, whatever the visitor sent."""
+    params: dict[str, str] = {}
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        params.setdefault(name, value)
+    return params
 
 
 def without_param(query: str, name: str) -> str:

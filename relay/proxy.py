@@ -42,7 +42,7 @@ from .protocol import (
 )
 from .pump import Truncated, copy_chunked, copy_exact, copy_until_eof, pipe
 from .rewrite import IPNetwork, client_address, downstream_headers, upstream_headers
-from .store import Store
+from .store import STORE_ERRORS, Store
 from .tunnels import Registry, Stream, Tunnel
 
 log = logging.getLogger(__name__)
@@ -174,6 +174,13 @@ class Proxy:
         try:
             status, sent, keep = await self._route(conn, head, client)
             return keep
+        except STORE_ERRORS as exc:
+            # Only the auth steps before forwarding touch the store, so nothing was sent yet.
+            log.error("store unavailable while serving %s: %s", head.host, exc)
+            reply = Reply.error(503, "the relay's store is unavailable; try again shortly", html=False)
+            status, sent = reply.status, len(reply.body)
+            await self._send(conn, reply, keep=False)
+            return False
         finally:
             access_log.info(
                 "%s %s %s %.80r %d %d %.1fms",

@@ -24,6 +24,10 @@ from .errors import BadRequest, Conflict, NotFound, StoreError
 
 TOKEN_PREFIX = "rly_"
 
+#: What a store call may raise when the database is busy, full or broken. Callers that must keep
+#: serving (the proxy) catch these and answer 503 instead of dropping the connection.
+STORE_ERRORS: tuple[type[Exception], ...] = (StoreError, sqlite3.Error)
+
 _MIGRATIONS: tuple[str, ...] = (
     # v1
     """

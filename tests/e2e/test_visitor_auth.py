@@ -274,3 +274,10 @@ async def test_websocket_both_directions_at_once(relay: RelayProcess, owned: Own
                 await ws.send_str(f"n{i}" + "x" * (i % 300))
             for i in range(500):
                 assert await ws.receive_str(timeout=10) == f"echo:n{i}" + "x" * (i % 300)
+
+
+async def test_long_query_strings_pass_through(relay: RelayProcess, backend: Backend, owned: Owned) -> None:
+    query = "&".join(f"k{i}=v{i}" for i in range(300))
+    reply = await fetch(relay, owned.host, f"/echo?{query}", headers={"X-Relay-Token": owned.token})
+    assert reply.status == 200
+    assert reply.json()["path"] == f"/echo?{query}"

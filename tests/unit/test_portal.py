@@ -33,3 +33,13 @@ def test_without_param_keeps_order_and_bytes_of_the_rest() -> None:
     out = without_param(query, TOKEN_QUERY)
     assert out == "&".join(rest)
     assert "secret" not in out
+
+
+def test_query_params_never_raise_on_many_fields() -> None:
+    from relay.portal import query_params
+
+    query = "&".join(f"k{i}=v{i}" for i in range(500)) + "&relay_token=abc&k1=second"
+    params = query_params(query)
+    assert params["relay_token"] == "abc"
+    assert params["k1"] == "v1"
+    assert len(params) == 501
