@@ -169,7 +169,7 @@ class Portal:
         if path == LOGIN_PATH and method == "POST":
             return self._login(body, client)
         if path == LOGOUT_PATH and method == "POST":
-            return self._logout(head, self.public.domain, self.public.relay_origin + LOGIN_PATH)
+            return self._logout(head, self.public.relay_origin + LOGIN_PATH)
         if path in (LOGIN_PATH, LOGOUT_PATH, "/"):
             return Reply.error(405, "method not allowed", html=html, headers=[("Allow", "GET, POST")])
         return Reply.error(404, "no such page on the relay", html=html)
@@ -214,7 +214,7 @@ class Portal:
             return self._hand_off(user, next_url, [cookie])
         return Reply.redirect(303, self.public.relay_origin + "/", [cookie])
 
-    def _logout(self, head: RequestHead, host: str, location: str) -> Reply:
+    def _logout(self, head: RequestHead, location: str) -> Reply:
         sid = cookie_value(head.headers, self.cookie_name)
         if sid:
             self.store.delete_session(sid)
@@ -250,7 +250,7 @@ class Portal:
                 tunnel_origin=tunnel_origin,
             ):
                 return Reply.error(403, "cross-origin request refused", html=html)
-            return self._logout(head, head.host, self.public.relay_origin + LOGIN_PATH)
+            return self._logout(head, self.public.relay_origin + LOGIN_PATH)
         return Reply.error(404, "paths under /_relay/ belong to the relay", html=html)
 
     def exchange_query_token(self, head: RequestHead, token: str, client: str, owner_id: int) -> Reply:

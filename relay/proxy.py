@@ -65,7 +65,6 @@ class _Conn:
     peer_ip: str
     scheme: str
     idle: tuple[Tunnel, Stream] | None = None  # channel kept from the previous request
-    requests: int = 0
     busy: bool = field(default=False)
 
     def take_idle(self, tunnel: Tunnel) -> Stream | None:
@@ -127,7 +126,6 @@ class Proxy:
                     keep = await self._one_request(conn, head)
                 finally:
                     conn.busy = False
-                    conn.requests += 1
                 if not keep:
                     break
         except (_Abort, ConnectionError, asyncio.IncompleteReadError, Truncated):
@@ -223,7 +221,9 @@ class Proxy:
 
         try:
             # Decoded names, so that relay%5Ftoken= is recognised too and never reaches the backend.
-            query_token = query_params(head.query).get(TOKEN_QUERY) if head.query else None
+            # Parsed only when the name could be there, literally or percent-encoded (hot path).
+            maybe_token = TOKEN_QUERY in head.query or "%" in head.query
+            query_token = query_params(head.query).get(TOKEN_QUERY) if maybe_token else None
             if query_token is not None:
                 if head.method not in ("GET", "HEAD"):
                     raise Unauthorized(f"?{TOKEN_QUERY}= works on GET links only; send X-Relay-Token")
@@ -247,7 +247,7 @@ class Proxy:
         )
         if verdict is not auth.Verdict.ALLOW:
             return await self._answer(conn, head, self._refuse(verdict, tunnel_origin + head.target, html))
-        return await self._forward(conn, head, tunnel)
+        return await self._forward(conn, head, tunnel, html)
 
     def _identify(self, head: RequestHead, client: str) -> int | None:
         """The user behind the request's relay credential (header first, then session cookie)."""
@@ -295,8 +295,9 @@ class Proxy:
                 f"the tunnel's client refused the connection: {exc}; is the app running on the client's side?"
             ) from None
 
-    async def _forward(self, conn: _Conn, head: RequestHead, tunnel: Tunnel) -> tuple[int, int, bool]:
-        html = auth.wants_html(get_one(head.headers, "accept") or "")
+    async def _forward(
+        self, conn: _Conn, head: RequestHead, tunnel: Tunnel, html: bool
+    ) -> tuple[int, int, bool]:
         stream = conn.take_idle(tunnel)
         if stream is None:
             try:

@@ -18,7 +18,7 @@ from .config import Config, PublicUrl
 from .datadir import DataDirLock, ensure_data_dir
 from .errors import StoreError
 from .portal import Portal
-from .protocol import AUTH_FAILURE_LIMIT, AUTH_FAILURE_WINDOW, SHUTDOWN_GRACE
+from .protocol import AUTH_FAILURE_LIMIT, AUTH_FAILURE_WINDOW, MAX_HEAD_BYTES, SHUTDOWN_GRACE
 from .proxy import Proxy
 from .ssh_server import RelaySSHServer, SshContext, start_ssh_server
 from .sso import SsoCodes
@@ -91,7 +91,7 @@ class RelayService:
         store = self.store or self.open_store()
         cfg = self.config
         http = await asyncio.start_server(
-            self._serve_http, cfg.bind, cfg.http_port, limit=64 * 1024, reuse_address=True
+            self._serve_http, cfg.bind, cfg.http_port, limit=MAX_HEAD_BYTES, reuse_address=True
         )
         self._servers.append(http)
         self.http_port = http.sockets[0].getsockname()[1]
@@ -100,7 +100,7 @@ class RelayService:
             ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             ctx.load_cert_chain(cfg.tls_cert, cfg.tls_key)
             https = await asyncio.start_server(
-                self._serve_https, cfg.bind, cfg.https_port, ssl=ctx, limit=64 * 1024, reuse_address=True
+                self._serve_https, cfg.bind, cfg.https_port, ssl=ctx, limit=MAX_HEAD_BYTES, reuse_address=True
             )
             self._servers.append(https)
             self.https_port = https.sockets[0].getsockname()[1]

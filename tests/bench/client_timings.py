@@ -17,29 +17,14 @@ import time
 from pathlib import Path
 
 from client.connect import STABLE_AFTER
-from tests.e2e.harness import client_env, start_relay
+from tests.e2e.harness import client_argv, client_env, start_relay
 
 
 def _start_client(
     ssh_port: int, home: Path, user: str, token: str, name: str, port: int
 ) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "client",
-            "connect",
-            "--relay",
-            f"127.0.0.1:{ssh_port}",
-            "--user",
-            user,
-            "--token",
-            token,
-            "--name",
-            name,
-            "--port",
-            str(port),
-        ],
+        client_argv(ssh_port, ["--user", user, "--token", token, "--name", name, "--port", str(port)]),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -100,16 +100,11 @@ class RelayProcess:
         return (self.workdir / "relay.log").read_text()
 
 
-def start_relay(
-    workdir: Path,
-    *,
-    data_dir: Path | None = None,
-    extra: list[str] | None = None,
-    http_port: int = 0,
-    ssh_port: int = 0,
-) -> RelayProcess:
-    data_dir = data_dir or workdir / "data"
-    cmd = [
+def serve_argv(
+    data_dir: Path, *, http_port: int = 0, ssh_port: int = 0, extra: list[str] | None = None
+) -> list[str]:
+    """``relay serve`` on 127.0.0.1 with the given ports (0: any free one) and data dir."""
+    return [
         sys.executable,
         "-m",
         "relay",
@@ -124,6 +119,18 @@ def start_relay(
         str(data_dir),
         *(extra or []),
     ]
+
+
+def start_relay(
+    workdir: Path,
+    *,
+    data_dir: Path | None = None,
+    extra: list[str] | None = None,
+    http_port: int = 0,
+    ssh_port: int = 0,
+) -> RelayProcess:
+    data_dir = data_dir or workdir / "data"
+    cmd = serve_argv(data_dir, http_port=http_port, ssh_port=ssh_port, extra=extra)
     log = open(workdir / "relay.log", "a")  # noqa: SIM115 - kept open for the process's life
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True)
     assert proc.stdout is not None
@@ -515,18 +522,17 @@ def client_env(home: Path) -> dict[str, str]:
     return env
 
 
+def client_argv(ssh_port: int, args: list[str]) -> list[str]:
+    """``relay-client connect --relay 127.0.0.1:SSH_PORT ARGS``."""
+    return [sys.executable, "-m", "client", "connect", "--relay", f"127.0.0.1:{ssh_port}", *args]
+
+
 async def start_client(
     relay: RelayProcess, home: Path, args: list[str], *, timeout: float = 120
 ) -> ClientProcess:
     """``relay-client connect ARGS --relay 127.0.0.1:SSH_PORT``; waits for the printed URL."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "client",
-        "connect",
-        "--relay",
-        f"127.0.0.1:{relay.ssh_port}",
-        *args,
+        *client_argv(relay.ssh_port, args),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -545,13 +551,7 @@ async def start_client(
 async def run_client_once(ssh_port: int, home: Path, args: list[str]) -> tuple[int, bytes, bytes]:
     """``relay-client connect`` expected to end by itself (an error): (exit code, stdout, stderr)."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "client",
-        "connect",
-        "--relay",
-        f"127.0.0.1:{ssh_port}",
-        *args,
+        *client_argv(ssh_port, args),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -17,7 +17,7 @@ from pathlib import Path
 import aiohttp
 
 from .conftest import Owned, unique_name
-from .harness import Backend, RelayProcess, fetch, open_tunnel, start_relay
+from .harness import Backend, RelayProcess, fetch, open_tunnel, serve_argv, start_relay
 
 
 def live_tunnels(relay: RelayProcess) -> list[dict[str, object]]:
@@ -127,20 +127,7 @@ async def test_sigterm_finishes_in_flight_requests_and_tells_ssh_clients(
 
 def test_second_relay_on_same_data_dir_refuses(relay: RelayProcess) -> None:
     out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "relay",
-            "serve",
-            "--bind",
-            "127.0.0.1",
-            "--http-port",
-            "0",
-            "--ssh-port",
-            "0",
-            "--data-dir",
-            str(relay.data_dir),
-        ],
+        serve_argv(relay.data_dir),
         capture_output=True,
         text=True,
         timeout=30,
