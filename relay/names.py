@@ -50,6 +50,10 @@ def normalise_host(raw: str) -> str | None:
 
     Returns None for anything that is not a plain DNS name or IP literal (such a request gets 400).
     """
+    # ASCII first: str.lower() folds some non-ASCII letters onto ASCII ones (U+212A KELVIN SIGN → "k"),
+    # which would let a Host that other parsers refuse route to an existing tunnel.
+    if not raw.isascii():
+        return None
     value = raw.strip().lower()
     if not value:
         return None
@@ -83,6 +87,8 @@ def resolve_bind(bind_address: str, *, default_name: str, domain: str) -> BindTa
     ``NAME`` → ``NAME.DOMAIN``; ``NAME.DOMAIN`` → the same; empty, ``localhost`` or ``0.0.0.0`` →
     the user's default name; any other full hostname → a custom domain (ownership checked elsewhere).
     """
+    if not bind_address.isascii():  # see normalise_host: no case folding onto ASCII names
+        raise BadRequest(f"invalid name {bind_address!r}: names are ASCII")
     bind = bind_address.strip().lower().removesuffix(".")
     if bind in DEFAULT_BIND_ADDRESSES:
         bind = default_name
