@@ -24,6 +24,7 @@ from . import __version__
 from .config import Config, PublicUrl, parse_networks
 from .datadir import default_data_dir, ensure_data_dir, is_serving
 from .errors import RelayError
+from .limits import Limits, describe
 from .names import validate_name
 from .service import RelayService
 from .store import Store, parse_duration
@@ -137,6 +138,15 @@ def serve(
         ),
     ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    limit: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--limit",
+            metavar="NAME=VALUE",
+            help="Override one limit or timeout, e.g. --limit http_head_timeout=10. Repeatable. "
+            "`relay limits` lists every name with its default and meaning.",
+        ),
+    ] = None,
 ) -> None:
     """Run the relay: SSH for tunnel clients, HTTP for visitors. Stops cleanly on SIGTERM/Ctrl-C."""
     logging.basicConfig(
@@ -157,6 +167,7 @@ def serve(
             tls_key=tls_key,
             trust_proxy=parse_networks(trust_proxy or []),
             public_url=public_url,
+            limits=Limits().with_overrides(limit or []),
         )
     except RelayError as exc:
         _fail(str(exc))
@@ -420,6 +431,17 @@ def tunnels(data_dir: DataDir = None, as_json: JsonOut = False) -> None:
                 else [f"no relay serve is running on {path}"]
             ),
         )
+
+
+@app.command("limits")
+def limits_list(as_json: JsonOut = False) -> None:
+    """List every limit and timeout of `relay serve`, with its default (override with --limit)."""
+    rows = describe()
+    _emit(
+        as_json,
+        {"limits": [{"name": n, "default": d, "unit": u, "doc": doc} for n, d, u, doc in rows]},
+        lambda: [f"{n} = {d} {u}\n    {doc}" for n, d, u, doc in rows],
+    )
 
 
 @app.command()

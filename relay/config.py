@@ -8,6 +8,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from .errors import BadRequest
+from .limits import Limits
 from .names import is_valid_hostname
 from .rewrite import IPNetwork
 
@@ -68,6 +69,7 @@ class Config:
     tls_key: Path | None = None
     trust_proxy: tuple[IPNetwork, ...] = field(default_factory=tuple)
     public_url: str | None = None  # None: http://DOMAIN:HTTP_PORT once the port is known
+    limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
         if not is_valid_hostname(self.domain):

@@ -50,6 +50,16 @@ class TooManyRequests(RelayError):
         self.retry_after = retry_after
 
 
+class ServiceUnavailable(RelayError):
+    """A capacity limit was reached; the visitor may retry after ``retry_after`` seconds."""
+
+    status = 503
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class BadGateway(RelayError):
     """The tunnel is offline or its backend misbehaved."""
 

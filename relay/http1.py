@@ -44,9 +44,9 @@ def _split_head(head: bytes, error: type[RelayError]) -> list[str]:
     return body.decode("latin-1").split("\r\n")
 
 
-def _parse_fields(lines: list[str], error: type[RelayError]) -> Headers:
-    if len(lines) > MAX_HEADERS:
-        raise RelayError(f"more than {MAX_HEADERS} header fields", status=431)
+def _parse_fields(lines: list[str], error: type[RelayError], max_headers: int) -> Headers:
+    if len(lines) > max_headers:
+        raise RelayError(f"more than {max_headers} header fields", status=431)
     headers: Headers = []
     for line in lines:
         if not line:
@@ -127,7 +127,7 @@ class RequestHead:
         return "keep-alive" in tokens
 
 
-def parse_request_head(head: bytes) -> RequestHead:
+def parse_request_head(head: bytes, *, max_headers: int = MAX_HEADERS) -> RequestHead:
     """Parse a request head ending in CRLFCRLF; raises :class:`BadRequest` (or 431/501/505)."""
     lines = _split_head(head, BadRequest)
     match = _REQUEST_LINE.fullmatch(lines[0])
@@ -137,7 +137,7 @@ def parse_request_head(head: bytes) -> RequestHead:
     if (int(major), int(minor)) not in ((1, 0), (1, 1)):
         raise RelayError("only HTTP/1.0 and HTTP/1.1 are supported", status=505)
     version = (int(major), int(minor))
-    headers = _parse_fields(lines[1:], BadRequest)
+    headers = _parse_fields(lines[1:], BadRequest, max_headers)
     hosts = get_all(headers, "host")
     if len(hosts) != 1:
         raise BadRequest("a request needs exactly one Host header")
@@ -183,7 +183,7 @@ class ResponseHead:
         return "keep-alive" in tokens
 
 
-def parse_response_head(head: bytes) -> ResponseHead:
+def parse_response_head(head: bytes, *, max_headers: int = MAX_HEADERS) -> ResponseHead:
     """Parse a backend's response head; anything off raises :class:`BadGateway`."""
     lines = _split_head(head, BadGateway)
     match = _STATUS_LINE.fullmatch(lines[0])
@@ -191,7 +191,7 @@ def parse_response_head(head: bytes) -> ResponseHead:
         raise BadGateway("backend sent a malformed status line")
     minor, status, reason = match.groups()
     try:
-        headers = _parse_fields(lines[1:], BadGateway)
+        headers = _parse_fields(lines[1:], BadGateway, max_headers)
     except BadGateway:
         raise
     except RelayError as exc:

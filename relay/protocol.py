@@ -6,6 +6,10 @@ with the docs and the tests.
 
 from __future__ import annotations
 
+from .limits import Limits
+
+_DEFAULTS = Limits()
+
 #: Ports in ``ssh -R NAME:PORT:...`` that mean "an HTTP tunnel". Nothing is ever bound on them.
 TUNNEL_PORTS = frozenset({80, 443})
 
@@ -36,30 +40,25 @@ SESSION_TTL = 7 * 24 * 3600
 #: Single-use SSO hand-off code lifetime, seconds.
 SSO_CODE_TTL = 60
 
-#: Limits of a request head, bytes / count (a head larger than this gets 431).
-MAX_HEAD_BYTES = 64 * 1024
-MAX_HEADERS = 100
 #: Largest body the relay reads itself (its own login form), bytes.
 MAX_FORM_BYTES = 16 * 1024
 #: Read size for streaming bodies, bytes (asyncssh's packet size is 32 KiB).
 PUMP_CHUNK = 64 * 1024
 
-#: Seconds to wait for a request head on an idle keep-alive connection before closing it.
-KEEPALIVE_IDLE_TIMEOUT = 75.0
-#: Seconds to wait for the tunnel to accept a channel before answering 502.
-CHANNEL_OPEN_TIMEOUT = 15.0
-#: Seconds SIGTERM waits for in-flight requests before closing them.
-SHUTDOWN_GRACE = 30.0
+# Every other limit and timeout (head size and count, keep-alive, channel open, login, keepalive,
+# failure limits, shutdown grace) is a named, configurable field of relay.limits.Limits. The names
+# below are their defaults, for code that has no Limits at hand (the parsers' defaults, tests).
+MAX_HEAD_BYTES: int = _DEFAULTS.http_max_head_bytes
+MAX_HEADERS: int = _DEFAULTS.http_max_headers
+KEEPALIVE_IDLE_TIMEOUT: float = _DEFAULTS.http_keepalive_timeout
+CHANNEL_OPEN_TIMEOUT: float = _DEFAULTS.upstream_open_timeout
+SHUTDOWN_GRACE: float = _DEFAULTS.shutdown_grace
+SSH_LOGIN_TIMEOUT: float = _DEFAULTS.ssh_login_timeout
+SSH_KEEPALIVE_INTERVAL: float = _DEFAULTS.ssh_keepalive_interval
+SSH_KEEPALIVE_COUNT_MAX: int = _DEFAULTS.ssh_keepalive_count
+AUTH_FAILURE_LIMIT: int = _DEFAULTS.auth_failure_limit
+AUTH_FAILURE_WINDOW: float = _DEFAULTS.auth_failure_window
 
-#: SSH: seconds a client has to authenticate.
-SSH_LOGIN_TIMEOUT = 20.0
-#: SSH keepalive: a probe every 30 s, three unanswered → dead (noticed within ~90 s).
-SSH_KEEPALIVE_INTERVAL = 30.0
-SSH_KEEPALIVE_COUNT_MAX = 3
 #: Offered alone: the client's preference picks the cipher, and stock OpenSSH prefers chacha20-poly1305,
 #: which asyncssh runs at 0.4-0.6x the speed of AES-GCM (DESIGN §5). Every OpenSSH since 6.2 has AES-GCM.
 SSH_ENCRYPTION_ALGS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
-
-#: Failed credentials per client address before 429 / SSH refusal, and the window, seconds.
-AUTH_FAILURE_LIMIT = 10
-AUTH_FAILURE_WINDOW = 60.0

@@ -16,8 +16,10 @@ import time
 from dataclasses import dataclass, field
 
 from . import auth
+from .admission import Gate, Refusal
 from .config import PublicUrl
-from .errors import BadGateway, RelayError, TooManyRequests, Unauthorized
+from .deadline import Deadline
+from .errors import BadGateway, RelayError, ServiceUnavailable, TooManyRequests, Unauthorized
 from .http1 import (
     Framing,
     RequestHead,
@@ -30,26 +32,16 @@ from .http1 import (
     serialise_request,
     serialise_response,
 )
+from .limits import BUSY_RETRY_AFTER, Limits
 from .portal import Portal, Reply, query_params, reason
-from .protocol import (
-    CHANNEL_OPEN_TIMEOUT,
-    KEEPALIVE_IDLE_TIMEOUT,
-    MAX_FORM_BYTES,
-    MAX_HEAD_BYTES,
-    RELAY_PATH_PREFIX,
-    TOKEN_HEADER,
-    TOKEN_QUERY,
-)
+from .protocol import MAX_FORM_BYTES, RELAY_PATH_PREFIX, TOKEN_HEADER, TOKEN_QUERY
 from .pump import Truncated, copy_chunked, copy_exact, copy_until_eof, pipe
-from .rewrite import IPNetwork, client_address, downstream_headers, upstream_headers
+from .rewrite import IPNetwork, client_address, downstream_headers, is_trusted, upstream_headers
 from .store import STORE_ERRORS, Store
 from .tunnels import Registry, Stream, Tunnel
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("relay.access")
-
-#: Seconds to wait for a backend's response head once the request is sent (then 504).
-RESPONSE_HEAD_TIMEOUT = 300.0
 
 
 class _Abort(Exception):
@@ -72,6 +64,7 @@ class _Conn:
             return None
         idle_tunnel, stream = self.idle
         self.idle = None
+        idle_tunnel.unpark(stream)
         if (
             idle_tunnel is tunnel
             and not tunnel.closed
@@ -87,6 +80,11 @@ class _Conn:
             self.idle[1].close()
             self.idle = None
 
+    def keep_idle(self, tunnel: Tunnel, stream: Stream) -> None:
+        self.drop_idle()
+        self.idle = (tunnel, stream)
+        tunnel.park(stream)  # the tunnel may close it to make room under its channel cap
+
 
 class Proxy:
     """Serves visitor connections. Shares only the registry with the SSH side."""
@@ -99,7 +97,10 @@ class Proxy:
         portal: Portal,
         public: PublicUrl,
         trust_proxy: tuple[IPNetwork, ...],
+        limits: Limits | None = None,
     ) -> None:
+        self.limits = limits = limits or Limits()
+        self.gate = Gate(limits.http_max_connections, limits.http_max_connections_per_address)
         self.registry = registry
         self.store = store
         self.portal = portal
@@ -114,11 +115,18 @@ class Proxy:
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, scheme: str = "http"
     ) -> None:
         peer = writer.get_extra_info("peername")
-        conn = _Conn(reader, writer, peer[0] if peer else "unknown", scheme)
+        peer_ip = peer[0] if peer else "unknown"
+        refusal = self.gate.enter(peer_ip, exempt_per_address=is_trusted(peer_ip, self.trust_proxy))
+        if refusal is not None:
+            await self._refuse_connection(writer, peer_ip, refusal)
+            return
+        conn = _Conn(reader, writer, peer_ip, scheme)
         self._conns.add(conn)
         try:
+            first = True
             while not self.draining:
-                head = await self._read_head(conn)
+                head = await self._read_head(conn, first)
+                first = False
                 if head is None:
                     break
                 conn.busy = True
@@ -134,23 +142,51 @@ class Proxy:
             log.exception("visitor connection from %s failed", conn.peer_ip)
         finally:
             self._conns.discard(conn)
+            self.gate.leave(peer_ip)
             conn.drop_idle()
             with contextlib.suppress(Exception):
                 writer.close()
 
-    async def _read_head(self, conn: _Conn) -> RequestHead | None:
+    async def _refuse_connection(self, writer: asyncio.StreamWriter, peer_ip: str, refusal: Refusal) -> None:
+        """Past a connection cap: a fast answer without reading the request, then close."""
+        if refusal is Refusal.TOTAL:
+            reply = Reply.error(503, "the relay is at its connection limit; retry shortly", html=False)
+        else:
+            reply = Reply.error(429, "too many connections from your address", html=False)
+        reply.headers.append(("Retry-After", str(BUSY_RETRY_AFTER)))
+        log.warning("refused visitor connection from %s: %s connection cap", peer_ip, refusal.value)
+        headers = [*reply.headers, ("Content-Length", str(len(reply.body))), ("Connection", "close")]
+        writer.write(
+            serialise_response(ResponseHead((1, 1), reply.status, reason(reply.status), []), headers)
+        )
+        writer.write(reply.body)
+        with contextlib.suppress(Exception):
+            async with Deadline(self.limits.http_head_timeout):
+                await writer.drain()
+        writer.close()
+
+    async def _read_head(self, conn: _Conn, first: bool) -> RequestHead | None:
+        lim = self.limits
         try:
-            raw = await asyncio.wait_for(conn.reader.readuntil(b"\r\n\r\n"), KEEPALIVE_IDLE_TIMEOUT)
+            # A new connection has http_head_timeout for its whole first head; between keep-alive
+            # requests the wait for the next one's first byte is http_keepalive_timeout, then the
+            # rest of that head must follow within http_head_timeout (no slow drip of a head).
+            async with Deadline(lim.http_head_timeout if first else lim.http_keepalive_timeout) as due:
+                lead = b""
+                if not first:
+                    lead = await conn.reader.readexactly(1)
+                    due.extend(lim.http_head_timeout)
+                raw = lead + await conn.reader.readuntil(b"\r\n\r\n")
         except (asyncio.IncompleteReadError, TimeoutError, asyncio.TimeoutError, ConnectionError):
             return None
         except asyncio.LimitOverrunError:
             await self._send(conn, Reply.error(431, "request head too large", html=False), keep=False)
             return None
-        if len(raw) > MAX_HEAD_BYTES:
+        if len(raw) > lim.http_max_head_bytes:
             await self._send(conn, Reply.error(431, "request head too large", html=False), keep=False)
             return None
         try:
-            return parse_request_head(raw)
+            return parse_request_head(raw, max_headers=lim.http_max_headers)
         except RelayError as exc:
             await self._send(conn, Reply.error(exc.status, str(exc), html=False), keep=False)
             return None
@@ -191,9 +227,11 @@ class Proxy:
                 (time.monotonic() - started) * 1000,
             )
 
-    async def _answer(self, conn: _Conn, head: RequestHead, reply: Reply) -> tuple[int, int, bool]:
+    async def _answer(
+        self, conn: _Conn, head: RequestHead, reply: Reply, *, close: bool = False
+    ) -> tuple[int, int, bool]:
         # A request body the relay did not read would desynchronise the connection: close it.
-        keep = head.keep_alive and head.framing is Framing.NONE and not self.draining
+        keep = not close and head.keep_alive and head.framing is Framing.NONE and not self.draining
         await self._send(conn, reply, keep=keep, head_only=head.method == "HEAD")
         return reply.status, len(reply.body), keep
 
@@ -209,7 +247,8 @@ class Proxy:
                 if head.length > MAX_FORM_BYTES:
                     return await self._answer(conn, head, Reply.error(413, "form too large", html=html))
                 if head.framing is Framing.LENGTH:
-                    body = await conn.reader.readexactly(head.length)
+                    async with Deadline(self.limits.http_body_idle_timeout):
+                        body = await conn.reader.readexactly(head.length)
                     head.framing = Framing.NONE  # consumed
             return await self._answer(conn, head, self.portal.relay_host(head, body, client))
 
@@ -287,7 +326,10 @@ class Proxy:
 
     async def _open(self, tunnel: Tunnel) -> Stream:
         try:
-            return await asyncio.wait_for(tunnel.open_stream(), CHANNEL_OPEN_TIMEOUT)
+            async with Deadline(self.limits.upstream_open_timeout):
+                return await tunnel.open_stream()
+        except ServiceUnavailable:
+            raise
         except (TimeoutError, asyncio.TimeoutError):
             raise BadGateway("the tunnel's client did not open a channel in time") from None
         except Exception as exc:
@@ -302,6 +344,9 @@ class Proxy:
         if stream is None:
             try:
                 stream = await self._open(tunnel)
+            except ServiceUnavailable as exc:
+                reply = Reply.error(503, str(exc), html=html, headers=[("Retry-After", str(exc.retry_after))])
+                return await self._answer(conn, head, reply)
             except BadGateway as exc:
                 return await self._answer(conn, head, Reply.error(502, str(exc), html=html))
         request_bytes = serialise_request(
@@ -313,10 +358,11 @@ class Proxy:
         stream.writer.write(request_bytes)
         tunnel.bytes_in += len(request_bytes)
         body_task: asyncio.Task[int] | None = None
+        idle = self.limits.http_body_idle_timeout
         if head.framing is Framing.LENGTH:
-            body_task = asyncio.ensure_future(copy_exact(conn.reader, stream.writer, head.length))
+            body_task = asyncio.ensure_future(copy_exact(conn.reader, stream.writer, head.length, idle=idle))
         elif head.framing is Framing.CHUNKED:
-            body_task = asyncio.ensure_future(copy_chunked(conn.reader, stream.writer))
+            body_task = asyncio.ensure_future(copy_chunked(conn.reader, stream.writer, idle=idle))
         try:
             return await self._relay_response(conn, head, tunnel, stream, body_task, html)
         except BaseException:
@@ -337,7 +383,9 @@ class Proxy:
         try:
             while True:
                 done, _ = await asyncio.wait(
-                    waiting, timeout=RESPONSE_HEAD_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
+                    waiting,
+                    timeout=self.limits.upstream_response_timeout,
+                    return_when=asyncio.FIRST_COMPLETED,
                 )
                 if not done:
                     raise RelayError("the backend did not answer in time", status=504)
@@ -367,19 +415,22 @@ class Proxy:
         while True:
             try:
                 raw = await self._read_response_head(stream, body_task)
-                if len(raw) > MAX_HEAD_BYTES:
+                if len(raw) > self.limits.http_max_head_bytes:
                     raise BadGateway("backend response head too large")
-                resp = parse_response_head(raw)
+                resp = parse_response_head(raw, max_headers=self.limits.http_max_headers)
                 framing, length = response_framing(resp, head.method)
-            except asyncio.IncompleteReadError:
+            except asyncio.IncompleteReadError as exc:
+                # asyncssh also ends a readuntil this way when its buffer (the SSH window) fills
+                # without a head end: a head that large is as broken as none.
                 stream.close()
-                reply = Reply.error(502, "the backend closed the connection without answering", html=html)
-                status, sent, _ = await self._answer(conn, head, reply)
-                return status, sent, False
+                why = "sent an oversized response head" if exc.partial else "closed the connection"
+                reply = Reply.error(502, f"the backend {why} without answering", html=html)
+                return await self._answer(conn, head, reply, close=True)
             except RelayError as exc:
+                # The channel is out of step (or its backend is broken): never reused.
                 stream.close()
-                status, sent, _ = await self._answer(conn, head, Reply.error(exc.status, str(exc), html=html))
-                return status, sent, False
+                reply = Reply.error(exc.status, str(exc), html=html)
+                return await self._answer(conn, head, reply, close=True)
             if resp.status == 101 and head.is_upgrade:
                 return await self._upgrade(conn, resp, tunnel, stream)
             if resp.status >= 200:
@@ -396,20 +447,21 @@ class Proxy:
         out = serialise_response(resp, out_headers)
         writer.write(out)
         sent = len(out)
+        idle = self.limits.stream_idle_timeout
         try:
             if framing is Framing.LENGTH:
-                sent += await copy_exact(stream.reader, writer, length)
+                sent += await copy_exact(stream.reader, writer, length, idle=idle)
             elif framing is Framing.CHUNKED:
-                sent += await copy_chunked(stream.reader, writer)
+                sent += await copy_chunked(stream.reader, writer, idle=idle)
             elif framing is Framing.CLOSE:
-                sent += await copy_until_eof(stream.reader, writer)
+                sent += await copy_until_eof(stream.reader, writer, idle=idle)
             else:
-                await writer.drain()
-        except Truncated:
-            # Never pretend a cut body is complete: the visitor sees the connection close.
+                async with Deadline(idle):
+                    await writer.drain()
+        except (Truncated, TimeoutError, asyncio.TimeoutError):
+            # Never pretend a cut or stalled body is complete: the visitor sees the connection close.
             stream.close()
-            tunnel.bytes_out += sent
-            raise _Abort("backend body truncated") from None
+            raise _Abort("backend body truncated or stalled") from None
         finally:
             tunnel.bytes_out += sent
         if body_task is not None:
@@ -422,8 +474,7 @@ class Proxy:
                 return resp.status, sent, False
             tunnel.bytes_in += body_task.result()
         if keep:
-            conn.drop_idle()
-            conn.idle = (tunnel, stream)
+            conn.keep_idle(tunnel, stream)
         else:
             stream.close()
         return resp.status, sent, keep
@@ -435,7 +486,14 @@ class Proxy:
         conn.writer.write(out)
         await conn.writer.drain()
         conn.busy = False  # a WebSocket may idle for days; shutdown need not wait for it
-        to_backend, to_visitor = await pipe((conn.reader, conn.writer), (stream.reader, stream.writer))
+        try:
+            to_backend, to_visitor = await pipe(
+                (conn.reader, conn.writer),
+                (stream.reader, stream.writer),
+                stall=self.limits.stream_idle_timeout,
+            )
+        finally:
+            stream.close()
         tunnel.bytes_in += to_backend
         tunnel.bytes_out += to_visitor + len(out)
         return 101, len(out) + to_visitor, False

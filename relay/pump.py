@@ -1,6 +1,8 @@
 """Moving body bytes: exact lengths, chunked coding (forwarded as-is, tracked to find its end), until
 EOF, and the two-way pipe after a WebSocket ``101``. Every write is followed by ``drain()``, so a slow
-reader on either side holds the other back (backpressure) instead of filling memory."""
+reader on either side holds the other back (backpressure) instead of filling memory: what one stream
+holds is bounded by the SSH window and the socket buffers. A stream that makes no progress for its
+``idle`` (or ``stall``) seconds ends with :class:`TimeoutError` instead of holding them forever."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import asyncio
 import contextlib
 import re
 
+from .deadline import Deadline
 from .protocol import PUMP_CHUNK
 from .tunnels import ByteReader, ByteWriter
 
@@ -19,16 +22,25 @@ class Truncated(Exception):
     """The sending side ended (or sent garbage) before the framing said the body was complete."""
 
 
-async def copy_exact(src: ByteReader, dst: ByteWriter, length: int) -> int:
+async def _exact(src: ByteReader, dst: ByteWriter, length: int, progress: Deadline) -> int:
     remaining = length
     while remaining:
         data = await src.read(min(PUMP_CHUNK, remaining))
         if not data:
             raise Truncated(f"body ended {remaining} bytes short")
+        progress.extend()
         dst.write(data)
         await dst.drain()
+        progress.extend()
         remaining -= len(data)
     return length
+
+
+async def copy_exact(src: ByteReader, dst: ByteWriter, length: int, *, idle: float | None = None) -> int:
+    """Move exactly ``length`` bytes. ``idle``: seconds a read or a drain may make no progress before
+    :class:`TimeoutError` (a silent sender, or a receiver that stopped reading)."""
+    async with Deadline(idle) as progress:
+        return await _exact(src, dst, length, progress)
 
 
 async def _read_line(src: ByteReader) -> bytes:
@@ -43,11 +55,17 @@ async def _read_line(src: ByteReader) -> bytes:
     return line
 
 
-async def copy_chunked(src: ByteReader, dst: ByteWriter) -> int:
+async def copy_chunked(src: ByteReader, dst: ByteWriter, *, idle: float | None = None) -> int:
     """Forward a chunked body verbatim, validating its framing; returns the bytes moved."""
+    async with Deadline(idle) as progress:
+        return await _chunked(src, dst, progress)
+
+
+async def _chunked(src: ByteReader, dst: ByteWriter, progress: Deadline) -> int:
     moved = 0
     while True:
         line = await _read_line(src)
+        progress.extend()
         match = _CHUNK_SIZE.fullmatch(line)
         if not match:
             raise Truncated("malformed chunk size line")
@@ -56,7 +74,7 @@ async def copy_chunked(src: ByteReader, dst: ByteWriter) -> int:
         moved += len(line)
         if size == 0:
             break
-        moved += await copy_exact(src, dst, size)
+        moved += await _exact(src, dst, size, progress)
         try:
             crlf = await src.readexactly(2)
         except asyncio.IncompleteReadError as exc:
@@ -67,6 +85,7 @@ async def copy_chunked(src: ByteReader, dst: ByteWriter) -> int:
         moved += 2
     for _ in range(100):  # trailer fields, then the final CRLF
         line = await _read_line(src)
+        progress.extend()
         if line[:1] in (b" ", b"\t"):
             raise Truncated("folded trailer line")
         dst.write(line)
@@ -77,19 +96,28 @@ async def copy_chunked(src: ByteReader, dst: ByteWriter) -> int:
     raise Truncated("too many trailer fields")
 
 
-async def copy_until_eof(src: ByteReader, dst: ByteWriter) -> int:
+async def copy_until_eof(src: ByteReader, dst: ByteWriter, *, idle: float | None = None) -> int:
     moved = 0
-    while data := await src.read(PUMP_CHUNK):
-        dst.write(data)
-        await dst.drain()
-        moved += len(data)
+    async with Deadline(idle) as progress:
+        while data := await src.read(PUMP_CHUNK):
+            progress.extend()
+            dst.write(data)
+            await dst.drain()
+            progress.extend()
+            moved += len(data)
     return moved
 
 
-async def _half(src: ByteReader, dst: ByteWriter) -> int:
+async def _half(src: ByteReader, dst: ByteWriter, stall: float | None) -> int:
+    # Reads may wait forever (an idle WebSocket is fine); a write whose receiver takes nothing for
+    # ``stall`` seconds ends the pipe, so a peer that stops reading cannot make the relay buffer.
     moved = 0
     try:
-        moved = await copy_until_eof(src, dst)
+        while data := await src.read(PUMP_CHUNK):
+            dst.write(data)
+            async with Deadline(stall):
+                await dst.drain()
+            moved += len(data)
     finally:
         with contextlib.suppress(Exception):
             dst.write_eof()
@@ -97,14 +125,18 @@ async def _half(src: ByteReader, dst: ByteWriter) -> int:
 
 
 async def pipe(
-    a: tuple[ByteReader, ByteWriter], b: tuple[ByteReader, ByteWriter], *, linger: float = 30.0
+    a: tuple[ByteReader, ByteWriter],
+    b: tuple[ByteReader, ByteWriter],
+    *,
+    linger: float = 30.0,
+    stall: float | None = None,
 ) -> tuple[int, int]:
     """Copy a→b and b→a; when one direction ends, give the other ``linger`` seconds, then close both.
 
     Returns (bytes a→b, bytes b→a). No total-duration limit: a WebSocket may live for days.
     """
-    forward = asyncio.ensure_future(_half(a[0], b[1]))
-    backward = asyncio.ensure_future(_half(b[0], a[1]))
+    forward = asyncio.ensure_future(_half(a[0], b[1], stall))
+    backward = asyncio.ensure_future(_half(b[0], a[1], stall))
     tasks = (forward, backward)
     try:
         _, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)

@@ -18,7 +18,6 @@ from .config import Config, PublicUrl
 from .datadir import DataDirLock, ensure_data_dir
 from .errors import StoreError
 from .portal import Portal
-from .protocol import AUTH_FAILURE_LIMIT, AUTH_FAILURE_WINDOW, MAX_HEAD_BYTES, SHUTDOWN_GRACE
 from .proxy import Proxy
 from .ssh_server import RelaySSHServer, SshContext, start_ssh_server
 from .sso import SsoCodes
@@ -90,8 +89,9 @@ class RelayService:
     async def start(self) -> None:
         store = self.store or self.open_store()
         cfg = self.config
+        lim = cfg.limits
         http = await asyncio.start_server(
-            self._serve_http, cfg.bind, cfg.http_port, limit=MAX_HEAD_BYTES, reuse_address=True
+            self._serve_http, cfg.bind, cfg.http_port, limit=lim.http_max_head_bytes, reuse_address=True
         )
         self._servers.append(http)
         self.http_port = http.sockets[0].getsockname()[1]
@@ -100,18 +100,33 @@ class RelayService:
             ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             ctx.load_cert_chain(cfg.tls_cert, cfg.tls_key)
             https = await asyncio.start_server(
-                self._serve_https, cfg.bind, cfg.https_port, ssl=ctx, limit=MAX_HEAD_BYTES, reuse_address=True
+                self._serve_https,
+                cfg.bind,
+                cfg.https_port,
+                ssl=ctx,
+                limit=lim.http_max_head_bytes,
+                reuse_address=True,
             )
             self._servers.append(https)
             self.https_port = https.sockets[0].getsockname()[1]
         self.public = public = cfg.resolved_public_url(self.http_port, self.https_port)
-        limiter = FailureLimiter(AUTH_FAILURE_LIMIT, AUTH_FAILURE_WINDOW)
+        limiter = FailureLimiter(lim.auth_failure_limit, lim.auth_failure_window)
         portal = Portal(store=store, registry=self.registry, public=public, sso=SsoCodes(), limiter=limiter)
         self.proxy = Proxy(
-            registry=self.registry, store=store, portal=portal, public=public, trust_proxy=cfg.trust_proxy
+            registry=self.registry,
+            store=store,
+            portal=portal,
+            public=public,
+            trust_proxy=cfg.trust_proxy,
+            limits=lim,
         )
         ssh_ctx = SshContext(
-            store=store, registry=self.registry, public=public, limiter=limiter, connections=self._connections
+            store=store,
+            registry=self.registry,
+            public=public,
+            limiter=limiter,
+            connections=self._connections,
+            limits=lim,
         )
         self._ssh = await start_ssh_server(ssh_ctx, cfg.bind, cfg.ssh_port, self.host_key)
         self.ssh_port = self._ssh.sockets[0].getsockname()[1]
@@ -178,7 +193,7 @@ class RelayService:
         if self._ssh is not None:
             self._ssh.close()
         if self.proxy is not None:
-            await self.proxy.drain(SHUTDOWN_GRACE)
+            await self.proxy.drain(self.config.limits.shutdown_grace)
         for ssh in list(self._connections):
             ssh.notify("relay is shutting down; reconnect in a moment")
             if ssh.conn is not None:

@@ -12,22 +12,16 @@ import json
 import logging
 import shlex
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import asyncssh
 
 from .auth import FailureLimiter
 from .config import PublicUrl
 from .errors import RelayError, StoreError
+from .limits import Limits
 from .names import claim_refusal, resolve_bind
-from .protocol import (
-    EXEC_TUNNELS,
-    SSH_ENCRYPTION_ALGS,
-    SSH_KEEPALIVE_COUNT_MAX,
-    SSH_KEEPALIVE_INTERVAL,
-    SSH_LOGIN_TIMEOUT,
-    TUNNEL_PORTS,
-)
+from .protocol import EXEC_TUNNELS, SSH_ENCRYPTION_ALGS, TUNNEL_PORTS
 from .store import Store, User
 from .tunnels import Registry, Stream, Tunnel
 
@@ -43,6 +37,7 @@ class SshContext:
     public: PublicUrl
     limiter: FailureLimiter
     connections: set[RelaySSHServer]
+    limits: Limits = field(default_factory=Limits)
 
 
 class TunnelListener(asyncssh.SSHListener):
@@ -178,7 +173,12 @@ class RelaySSHServer(asyncssh.SSHServer):
             return Stream(reader, writer)
 
         tunnel = Tunnel(
-            host=target.host, user_id=user.id, user_name=user.name, client=self.peer, opener=open_stream
+            host=target.host,
+            user_id=user.id,
+            user_name=user.name,
+            client=self.peer,
+            opener=open_stream,
+            max_channels=self.ctx.limits.ssh_max_channels_per_tunnel,
         )
         displaced = self.ctx.registry.add(tunnel)
         if displaced is not None:
@@ -333,9 +333,9 @@ async def start_ssh_server(
         server_host_keys=[host_key],
         server_version="Relay",
         encryption_algs=list(SSH_ENCRYPTION_ALGS),
-        login_timeout=SSH_LOGIN_TIMEOUT,
-        keepalive_interval=SSH_KEEPALIVE_INTERVAL,
-        keepalive_count_max=SSH_KEEPALIVE_COUNT_MAX,
+        login_timeout=ctx.limits.ssh_login_timeout,
+        keepalive_interval=ctx.limits.ssh_keepalive_interval,
+        keepalive_count_max=ctx.limits.ssh_keepalive_count,
         agent_forwarding=False,
         x11_forwarding=False,
         allow_scp=False,

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
+
+from .errors import ServiceUnavailable
+from .limits import BUSY_RETRY_AFTER
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +41,14 @@ class Stream:
 
     reader: ByteReader
     writer: ByteWriter
+    on_close: Callable[[], None] | None = field(default=None, repr=False)
 
     def close(self) -> None:
         if not self.writer.is_closing():
             self.writer.close()
+        release, self.on_close = self.on_close, None
+        if release is not None:
+            release()  # exactly once, however many paths close the stream
 
 
 StreamOpener = Callable[[], Awaitable[Stream]]
@@ -59,10 +67,44 @@ class Tunnel:
     bytes_in: int = 0  # visitor → backend
     bytes_out: int = 0  # backend → visitor
     closed: bool = False
+    #: Channels open at once to this tunnel's client (0: no cap); counted from open to Stream.close().
+    max_channels: int = 0
+    channels: int = 0
+    #: Open channels kept idle by visitor connections for their next request, oldest first.
+    _parked: OrderedDict[int, Stream] = field(default_factory=OrderedDict, repr=False)
 
     async def open_stream(self) -> Stream:
-        """Open a new channel to the backend. Raises ``OSError``-like errors if the client refuses."""
-        return await self.opener()
+        """Open a new channel to the backend. Raises ``OSError``-like errors if the client refuses,
+        and :class:`ServiceUnavailable` at once when ``max_channels`` are busy: never a queue."""
+        if self.max_channels and self.channels >= self.max_channels and self._parked:
+            # An idle kept channel is a convenience; a request waiting for one is not.
+            _, oldest = self._parked.popitem(last=False)
+            oldest.close()
+        if self.max_channels and self.channels >= self.max_channels:
+            raise ServiceUnavailable(
+                f"the tunnel {self.host} is serving {self.channels} requests at once, its limit; "
+                "retry shortly",
+                retry_after=BUSY_RETRY_AFTER,
+            )
+        self.channels += 1
+        try:
+            stream = await self.opener()
+        except BaseException:
+            self.channels -= 1
+            raise
+        stream.on_close = lambda: self._released(stream)
+        return stream
+
+    def _released(self, stream: Stream) -> None:
+        self.channels -= 1
+        self._parked.pop(id(stream), None)
+
+    def park(self, stream: Stream) -> None:
+        """``stream`` is idle, kept by a visitor connection; it may be closed to make room."""
+        self._parked[id(stream)] = stream
+
+    def unpark(self, stream: Stream) -> None:
+        self._parked.pop(id(stream), None)
 
     def as_json(self, scheme_url: Callable[[str], str]) -> dict[str, object]:
         return {

@@ -560,3 +560,113 @@ async def run_client_once(ssh_port: int, home: Path, args: list[str]) -> tuple[i
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode is not None
     return proc.returncode, out, err
+
+
+# -- hostile parts ----------------------------------------------------------------------------------
+
+
+@dataclass
+class HostileBackend:
+    """A raw-socket backend that misbehaves on purpose; the request path picks how.
+
+    ``/ok`` answers properly (keep-alive); ``/never`` never answers; ``/garbage`` sends no HTTP;
+    ``/big-head`` a 200 KB response head; ``/cl-te`` and ``/dup-cl`` conflicting framing;
+    ``/truncate`` dies mid-body; ``/hangup`` closes after reading the request; ``/stall-body`` sends
+    its head and a little of its body, then nothing. Every request is recorded with the number of
+    the backend connection (one per SSH channel) that carried it.
+    """
+
+    port: int = 0
+    requests: list[tuple[int, str]] = field(default_factory=list)
+    connections: int = 0
+    server: asyncio.AbstractServer | None = None
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.ensure_future(self._serve(reader, writer))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def paths(self) -> list[str]:
+        return [path for _, path in self.requests]
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        number = self.connections
+        try:
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    return
+                path = head.split(b" ", 2)[1].decode()
+                if m := re.search(rb"(?i)\r\ncontent-length: *(\d+)", head):
+                    await reader.readexactly(int(m[1]))
+                self.requests.append((number, path))
+                action = path.lstrip("/").partition("?")[0]
+                if action == "ok":
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    await writer.drain()
+                    continue
+                if action == "never":
+                    await asyncio.sleep(3600)
+                elif action == "garbage":
+                    writer.write(b"SSH-2.0-OpenSSH_9.2\r\nthis is not http\r\n\r\n")
+                elif action == "big-head":
+                    writer.write(b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 200_000 + b"\r\n\r\n")
+                elif action == "cl-te":
+                    writer.write(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+                        b"0\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nsmuggled"
+                    )
+                elif action == "dup-cl":
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 30\r\n\r\nok")
+                elif action == "truncate":
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"t" * 1000)
+                elif action == "stall-body":
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"s" * 10)
+                    await writer.drain()
+                    await asyncio.sleep(3600)
+                await writer.drain()
+                return  # "hangup" and everything after a broken answer: close the connection
+        finally:
+            writer.close()
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+async def connect_from(
+    port: int, source: str = "127.0.0.1"
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A raw TCP connection to the relay from ``source`` (any 127.x address works on Linux loopback)."""
+    return await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+
+
+async def read_until_closed(reader: asyncio.StreamReader, timeout: float = 10) -> tuple[bytes, bool]:
+    """Everything the relay sends until it closes; (data, closed) with closed False on timeout."""
+    chunks = []
+    try:
+        while chunk := await asyncio.wait_for(reader.read(65536), timeout):
+            chunks.append(chunk)
+    except (asyncio.TimeoutError, TimeoutError):
+        return b"".join(chunks), False
+    except ConnectionError:
+        pass
+    return b"".join(chunks), True
+
+
+def relay_rss_kib(relay: RelayProcess) -> int:
+    """Resident memory of the relay process, KiB (Linux /proc)."""
+    for line in Path(f"/proc/{relay.proc.pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")

@@ -1,0 +1,134 @@
+"""Every limit and timeout of a running relay, named, with its default and the reason for it.
+
+``relay serve --limit NAME=VALUE`` overrides one (repeatable); ``relay limits`` prints them all. The
+defaults aim at one person's tunnels on a small VPS: generous enough that JupyterLab, a browser with many
+tabs and a reconnecting client never meet them, small enough that one hostile address cannot hold the
+relay's sockets, memory or SSH channels. docs/security.md says which attack each one answers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from .errors import BadRequest
+
+
+def _limit(default: float, unit: str, doc: str) -> Any:
+    return field(default=default, metadata={"unit": unit, "doc": doc})
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Named limits; seconds are floats, counts and sizes are integers."""
+
+    # -- HTTP front (visitors) ---------------------------------------------------------------------
+    http_head_timeout: float = _limit(
+        20.0, "s", "a request head must be complete this long after its first byte (slowloris)"
+    )
+    http_keepalive_timeout: float = _limit(
+        75.0, "s", "an idle keep-alive connection is closed when no new request starts in this time"
+    )
+    http_max_head_bytes: int = _limit(64 * 1024, "bytes", "largest request head; larger gets 431")
+    http_max_headers: int = _limit(100, "count", "most header fields in a request head; more gets 431")
+    http_body_idle_timeout: float = _limit(
+        60.0, "s", "a request body that moves no byte for this long is cut and its connection closed"
+    )
+    http_max_connections: int = _limit(
+        2048, "count", "visitor connections open at once; past it a new one gets 503 and is closed"
+    )
+    http_max_connections_per_address: int = _limit(
+        128, "count", "visitor connections open at once from one address (not --trust-proxy); then 429"
+    )
+    # -- upstream (the tunnel's backend, through an SSH channel) ---------------------------------
+    upstream_open_timeout: float = _limit(
+        15.0, "s", "the tunnel's client must accept a channel in this time, else 502"
+    )
+    upstream_response_timeout: float = _limit(
+        120.0, "s", "the backend must start its response head this long after the request, else 504"
+    )
+    stream_idle_timeout: float = _limit(
+        300.0,
+        "s",
+        "a response body, or a WebSocket direction with data waiting, that moves no byte for this "
+        "long is closed",
+    )
+    # -- SSH side (tunnel clients) -----------------------------------------------------------------
+    ssh_login_timeout: float = _limit(20.0, "s", "an SSH connection must authenticate in this time")
+    ssh_keepalive_interval: float = _limit(
+        30.0, "s", "seconds between keepalive probes to an authenticated SSH client"
+    )
+    ssh_keepalive_count: int = _limit(
+        3, "count", "unanswered keepalive probes before the connection (and its tunnels) is dropped"
+    )
+    ssh_max_unauthenticated: int = _limit(
+        100, "count", "SSH connections not yet logged in, in total; past it new ones are closed at once"
+    )
+    ssh_max_unauthenticated_per_address: int = _limit(
+        10, "count", "SSH connections not yet logged in from one address; past it new ones are closed"
+    )
+    ssh_max_connections_per_user: int = _limit(
+        20, "count", "SSH connections one user may hold at once; the next one is disconnected"
+    )
+    ssh_max_forwards_per_connection: int = _limit(
+        16, "count", "-R forwards one SSH connection may hold; more are refused"
+    )
+    ssh_max_channels_per_tunnel: int = _limit(
+        64, "count", "channels open at once to one tunnel's client; past it a visitor gets 503"
+    )
+    # -- credentials -------------------------------------------------------------------------------
+    auth_failure_limit: int = _limit(
+        10, "count", "failed tokens or keys per client address within the window before 429 / refusal"
+    )
+    auth_failure_window: float = _limit(60.0, "s", "sliding window of auth_failure_limit")
+    # -- lifecycle ---------------------------------------------------------------------------------
+    shutdown_grace: float = _limit(30.0, "s", "SIGTERM waits this long for in-flight requests")
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise BadRequest(f"limit {f.name} must be a positive number (got {value!r})")
+
+    def with_overrides(self, assignments: list[str]) -> Limits:
+        """``["NAME=VALUE", ...]`` applied on top of these limits; unknown names and bad values raise."""
+        return replace(self, **parse_overrides(assignments))
+
+
+#: Seconds a visitor is told to wait (``Retry-After``) when a capacity limit answered 503.
+BUSY_RETRY_AFTER = 2
+
+
+def describe() -> list[tuple[str, str, str, str]]:
+    """(name, default, unit, doc) for every limit, in declaration order (``relay limits``)."""
+    return [(f.name, _show(f.default), f.metadata["unit"], f.metadata["doc"]) for f in fields(Limits)]
+
+
+def _show(value: object) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def parse_overrides(assignments: list[str]) -> dict[str, Any]:
+    """Parse ``NAME=VALUE`` strings against the Limits fields (pure; unit-tested)."""
+    types = {f.name: f.type for f in fields(Limits)}
+    out: dict[str, Any] = {}
+    for item in assignments:
+        name, sep, text = item.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or name not in types:
+            known = ", ".join(types)
+            raise BadRequest(f"unknown limit {item!r}: expected NAME=VALUE, NAME one of: {known}")
+        text = text.strip()
+        try:
+            if types[name] in (int, "int"):
+                if not text.isascii() or not text.isdigit():
+                    raise ValueError(text)
+                out[name] = int(text)
+            else:
+                if not text.isascii():
+                    raise ValueError(text)
+                out[name] = float(text)
+        except ValueError:
+            raise BadRequest(f"limit {name}: {text!r} is not a valid number") from None
+    return out

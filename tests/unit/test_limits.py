@@ -1,0 +1,234 @@
+"""The pure parts of hardening: named limits and their overrides, admission caps, progress
+deadlines, the per-tunnel channel cap and the pumps' idle timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import pytest
+
+from relay.admission import Gate, Refusal
+from relay.deadline import Deadline
+from relay.errors import BadRequest, ServiceUnavailable
+from relay.limits import Limits, describe, parse_overrides
+from relay.pump import copy_exact, pipe
+from relay.tunnels import Stream, Tunnel
+
+# -- Limits ------------------------------------------------------------------------------------------
+
+
+def test_every_limit_is_documented_with_a_unit() -> None:
+    rows = describe()
+    assert [r[0] for r in rows] == [f.name for f in dataclasses.fields(Limits)]
+    for name, default, unit, doc in rows:
+        assert unit in ("s", "count", "bytes"), name
+        assert len(doc) > 20 and default, name
+
+
+def test_overrides_parse_by_field_type() -> None:
+    assert parse_overrides(["http_head_timeout=2.5", "http-max-headers=50"]) == {
+        "http_head_timeout": 2.5,
+        "http_max_headers": 50,
+    }
+    limits = Limits().with_overrides(["ssh_max_channels_per_tunnel=3"])
+    assert limits.ssh_max_channels_per_tunnel == 3
+    assert limits.http_head_timeout == Limits().http_head_timeout
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        "nope=1",
+        "http_head_timeout",
+        "http_max_headers=1.5",
+        "http_max_headers=-1",
+        "http_max_headers=\u0661",  # an Arabic-Indic digit: isdigit() but not a number we accept
+        "http_head_timeout=abc",
+        "http_head_timeout=\u0661",
+    ],
+)
+def test_bad_overrides_are_refused_by_name(item: str) -> None:
+    with pytest.raises(BadRequest):
+        Limits().with_overrides([item])
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf"])
+def test_limits_must_be_positive_and_finite(value: str) -> None:
+    with pytest.raises(BadRequest, match="http_head_timeout"):
+        Limits().with_overrides([f"http_head_timeout={value}"])
+
+
+# -- Gate ------------------------------------------------------------------------------------------
+
+
+def test_gate_caps_per_address_then_total_and_releases() -> None:
+    gate = Gate(total=3, per_address=2)
+    assert gate.enter("a") is None
+    assert gate.enter("a") is None
+    assert gate.enter("a") is Refusal.PER_ADDRESS
+    assert gate.enter("b") is None
+    assert gate.enter("c") is Refusal.TOTAL
+    gate.leave("a")
+    assert gate.enter("c") is None
+    assert len(gate) == 3 and gate.count("a") == 1
+
+
+def test_gate_exempt_address_still_counts_toward_total() -> None:
+    gate = Gate(total=3, per_address=1)
+    for _ in range(3):
+        assert gate.enter("proxy", exempt_per_address=True) is None
+    assert gate.enter("proxy", exempt_per_address=True) is Refusal.TOTAL
+
+
+def test_gate_forgets_addresses_with_nothing_open() -> None:
+    gate = Gate(total=10, per_address=10)
+    gate.enter("a")
+    gate.leave("a")
+    assert gate.count("a") == 0 and len(gate) == 0 and not gate._by_address
+    with pytest.raises(ValueError):
+        gate.leave("a")
+
+
+# -- Deadline --------------------------------------------------------------------------------------
+
+
+async def test_deadline_expires_without_progress() -> None:
+    with pytest.raises(TimeoutError):
+        async with Deadline(0.05):
+            await asyncio.sleep(5)
+
+
+async def test_deadline_moves_with_progress() -> None:
+    async with Deadline(0.15) as due:
+        for _ in range(6):  # 0.3 s in all, never 0.15 s without progress
+            await asyncio.sleep(0.05)
+            due.extend()
+    assert not due.expired
+
+
+async def test_deadline_can_be_shortened_and_none_never_expires() -> None:
+    with pytest.raises(TimeoutError):
+        async with Deadline(60) as due:
+            due.extend(0.05)
+            await asyncio.sleep(5)
+    async with Deadline(None) as never:
+        never.extend()
+        await asyncio.sleep(0.01)
+
+
+async def test_deadline_does_not_swallow_an_outside_cancel() -> None:
+    async def body() -> None:
+        async with Deadline(60):
+            await asyncio.sleep(5)
+
+    task = asyncio.ensure_future(body())
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+# -- Tunnel channel cap ----------------------------------------------------------------------------
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.closed = False
+        self.data = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+    async def drain(self) -> None:
+        return None
+
+    def write_eof(self) -> None:
+        return None
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+
+def _tunnel(cap: int) -> Tunnel:
+    async def opener() -> Stream:
+        return Stream(asyncio.StreamReader(), _Sink())
+
+    return Tunnel(host="t.localhost", user_id=1, user_name="t", client="c", opener=opener, max_channels=cap)
+
+
+async def test_channel_cap_refuses_at_once_and_frees_on_close() -> None:
+    tunnel = _tunnel(2)
+    a = await tunnel.open_stream()
+    b = await tunnel.open_stream()
+    with pytest.raises(ServiceUnavailable) as info:
+        await tunnel.open_stream()
+    assert info.value.status == 503 and info.value.retry_after > 0
+    a.close()
+    a.close()  # counted once however often it is closed
+    assert tunnel.channels == 1
+    await tunnel.open_stream()
+    assert tunnel.channels == 2
+    b.close()
+
+
+async def test_channel_cap_closes_an_idle_kept_channel_to_make_room() -> None:
+    tunnel = _tunnel(1)
+    kept = await tunnel.open_stream()
+    tunnel.park(kept)
+    fresh = await tunnel.open_stream()
+    assert kept.writer.is_closing() and not fresh.writer.is_closing()
+    assert tunnel.channels == 1
+
+
+async def test_failed_open_does_not_leak_a_channel() -> None:
+    async def refuse() -> Stream:
+        raise ConnectionRefusedError
+
+    tunnel = Tunnel(host="t", user_id=1, user_name="t", client="c", opener=refuse, max_channels=1)
+    for _ in range(3):
+        with pytest.raises(ConnectionRefusedError):
+            await tunnel.open_stream()
+    assert tunnel.channels == 0
+
+
+# -- pump idle timeouts ------------------------------------------------------------------------------
+
+
+async def test_copy_exact_gives_up_on_a_silent_sender() -> None:
+    src = asyncio.StreamReader()
+    src.feed_data(b"abc")
+    with pytest.raises(TimeoutError):
+        await copy_exact(src, _Sink(), 10, idle=0.1)
+
+
+async def test_copy_exact_keeps_going_while_bytes_trickle_in() -> None:
+    src = asyncio.StreamReader()
+    sink = _Sink()
+
+    async def trickle() -> None:
+        for _ in range(5):
+            await asyncio.sleep(0.04)
+            src.feed_data(b"xx")
+
+    feeder = asyncio.ensure_future(trickle())
+    assert await copy_exact(src, sink, 10, idle=0.1) == 10
+    await feeder
+    assert bytes(sink.data) == b"x" * 10
+
+
+class _StuckSink(_Sink):
+    async def drain(self) -> None:
+        await asyncio.sleep(3600)  # a receiver that never reads
+
+
+async def test_pipe_ends_when_a_receiver_stops_reading() -> None:
+    a_in, b_in = asyncio.StreamReader(), asyncio.StreamReader()
+    a_in.feed_data(b"to b")
+    stuck, other = _StuckSink(), _Sink()
+    moved = await asyncio.wait_for(pipe((a_in, other), (b_in, stuck), linger=0.1, stall=0.1), 5)
+    assert moved == (0, 0)
+    assert stuck.closed and other.closed
