@@ -74,6 +74,9 @@ class Limits:
     ssh_max_forwards_per_connection: int = _limit(
         16, "count", "-R forwards one SSH connection may hold; more are refused"
     )
+    ssh_max_sessions_per_connection: int = _limit(
+        8, "count", "session channels (URL printing, `tunnels --json`) open at once on one connection"
+    )
     ssh_max_channels_per_tunnel: int = _limit(
         64, "count", "channels open at once to one tunnel's client; past it a visitor gets 503"
     )

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import asyncssh
 
+from .admission import Gate
 from .auth import FailureLimiter
 from .config import PublicUrl
 from .errors import RelayError, StoreError
@@ -38,6 +39,17 @@ class SshContext:
     limiter: FailureLimiter
     connections: set[RelaySSHServer]
     limits: Limits = field(default_factory=Limits)
+    #: SSH connections that have not logged in yet (OpenSSH's MaxStartups), in total and per address.
+    unauthenticated: Gate = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.unauthenticated = Gate(
+            self.limits.ssh_max_unauthenticated, self.limits.ssh_max_unauthenticated_per_address
+        )
+
+
+class AdmissionRefused(Exception):
+    """Raised from ``connection_made`` to drop a connection before the SSH handshake."""
 
 
 class TunnelListener(asyncssh.SSHListener):
@@ -69,6 +81,10 @@ class RelaySSHServer(asyncssh.SSHServer):
         self.tunnels: list[Tunnel] = []
         self.notices: list[str] = []  # refusals and events, shown on the session channel
         self.sessions: list[RelaySession] = []
+        self.open_sessions = 0  # session channels open now, started or not (capped)
+        self.address = "unknown"  # the client's IP: the unit of admission and failure limits
+        self._pending_auth = False  # holds a place in ctx.unauthenticated
+        self._key_refused = False
 
     # -- connection --------------------------------------------------------------------------
 
@@ -76,9 +92,29 @@ class RelaySSHServer(asyncssh.SSHServer):
         self.conn = conn
         peer = conn.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "unknown"
+        self.address = peer[0] if peer else "unknown"
+        refusal = self.ctx.unauthenticated.enter(self.address)
+        blocked = self.ctx.limiter.retry_after(self.address)
+        if refusal is not None or blocked:
+            # Refused before even the version string, like OpenSSH's MaxStartups: cheap for us, and
+            # those already admitted keep being served. asyncssh answers an exception raised here
+            # by closing the transport before it sends anything.
+            why = f"{refusal.value} cap of connections not yet logged in" if refusal else "too many failures"
+            log.warning("ssh %s: refused at connect: %s", self.peer, why)
+            if refusal is None:
+                self.ctx.unauthenticated.leave(self.address)
+            raise AdmissionRefused(why)
+        self._pending_auth = True
         self.ctx.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._pending_auth:
+            self._pending_auth = False
+            self.ctx.unauthenticated.leave(self.address)
+            if self._key_refused:
+                # One failure per connection that offered only unknown keys, not one per key: a
+                # user whose agent holds several keys is not pushed toward the limit.
+                self.ctx.limiter.fail(self.address)
         self.ctx.connections.discard(self)
         for tunnel in self.tunnels:
             self.ctx.registry.remove(tunnel)
@@ -101,7 +137,7 @@ class RelaySSHServer(asyncssh.SSHServer):
         return True
 
     def validate_password(self, username: str, password: str) -> bool:
-        client = self.peer.rsplit(":", 1)[0]
+        client = self.address
         if self.ctx.limiter.retry_after(client):
             log.warning("ssh %s: too many failed logins, refusing", self.peer)
             return False
@@ -117,14 +153,32 @@ class RelaySSHServer(asyncssh.SSHServer):
         return True
 
     def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        if self.ctx.limiter.retry_after(self.address):
+            return False
         user = self.ctx.store.user_for_key(username, str(key.get_fingerprint("sha256")))
         if user is None:
+            self._key_refused = True
             return False
         self.user = user
         return True
 
     def auth_completed(self) -> None:
-        assert self.user is not None
+        assert self.user is not None and self.conn is not None
+        if self._pending_auth:
+            self._pending_auth = False
+            self.ctx.unauthenticated.leave(self.address)
+        cap = self.ctx.limits.ssh_max_connections_per_user
+        mine = sum(1 for c in self.ctx.connections if c.user is not None and c.user.id == self.user.id)
+        if mine > cap:
+            log.warning(
+                "ssh %s user=%s: refused: %d connections, cap %d", self.peer, self.user.name, mine, cap
+            )
+            self.conn.disconnect(
+                asyncssh.DISC_TOO_MANY_CONNECTIONS,
+                f"user {self.user.name} already has {cap} connections (the relay's limit); "
+                "close one or wait for stale ones to time out",
+            )
+            return
         log.info("ssh %s user=%s authenticated", self.peer, self.user.name)
 
     # -- forwards ------------------------------------------------------------------------------
@@ -133,6 +187,9 @@ class RelaySSHServer(asyncssh.SSHServer):
         if self.user is None or self.conn is None:
             return False
         try:
+            cap = self.ctx.limits.ssh_max_forwards_per_connection
+            if len(self.tunnels) >= cap:
+                raise RelayError(f"this connection already holds {cap} tunnels, the relay's limit")
             return self._register(self.user, self.conn, listen_host, listen_port)
         except RelayError as exc:
             self.notify(f"refused -R {listen_host or '(default)'}:{listen_port}: {exc}")
@@ -209,6 +266,8 @@ class RelaySSHServer(asyncssh.SSHServer):
     # -- sessions ------------------------------------------------------------------------------
 
     def session_requested(self) -> asyncssh.SSHServerSession[str] | bool:
+        if self.open_sessions >= self.ctx.limits.ssh_max_sessions_per_connection:
+            return False  # each one costs memory and does nothing useful in numbers
         return RelaySession(self)
 
     def tunnels_doc(self) -> dict[str, object]:
@@ -234,6 +293,7 @@ class RelaySession(asyncssh.SSHServerSession[str]):
 
     def connection_made(self, chan: asyncssh.SSHServerChannel[str]) -> None:
         self.chan = chan
+        self.server.open_sessions += 1
 
     def pty_requested(
         self, term_type: str, term_size: tuple[int, int, int, int], term_modes: Mapping[int, int]
@@ -319,6 +379,8 @@ class RelaySession(asyncssh.SSHServerSession[str]):
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.chan is not None:
+            self.server.open_sessions -= 1
         if self in self.server.sessions:
             self.server.sessions.remove(self)
 

@@ -121,6 +121,11 @@ def serve_argv(
     ]
 
 
+def limit_args(limits: dict[str, str]) -> list[str]:
+    """``--limit NAME=VALUE`` arguments for ``relay serve``."""
+    return [arg for name, value in limits.items() for arg in ("--limit", f"{name}={value}")]
+
+
 def start_relay(
     workdir: Path,
     *,

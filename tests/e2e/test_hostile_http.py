@@ -19,6 +19,7 @@ from .harness import (
     RelayProcess,
     SshTunnel,
     connect_from,
+    limit_args,
     open_tunnel,
     read_until_closed,
     relay_rss_kib,
@@ -37,10 +38,6 @@ LIMITS = {
     "auth_failure_limit": "3",
     "auth_failure_window": "30",
 }
-
-
-def limit_args(limits: dict[str, str]) -> list[str]:
-    return [arg for name, value in limits.items() for arg in ("--limit", f"{name}={value}")]
 
 
 @pytest.fixture(scope="module")
