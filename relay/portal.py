@@ -13,6 +13,7 @@ from . import auth, pages
 from .config import PublicUrl
 from .errors import RelayError, TooManyRequests
 from .http1 import Headers, RequestHead, get_one
+from .logfmt import emit
 from .protocol import (
     HEALTH_PATH,
     LOGIN_PATH,
@@ -116,8 +117,7 @@ class Portal:
         self.check_rate(client)
         user = self.store.verify_token(token)
         if user is None:
-            self.limiter.fail(client)
-            log.info("invalid token from %s", client)
+            self.limiter.fail(client)  # logged once, on the request's own line (proxy)
         return user
 
     def session_user(self, headers: Headers, host: str) -> User | None:
@@ -209,7 +209,7 @@ class Portal:
             )
             return Reply.html(401, page)
         cookie = self.start_session(user, self.public.domain)
-        log.info("user %s signed in from %s", user.name, client)
+        emit(log, logging.INFO, "login", user=user.name, client=client)
         if next_url:
             return self._hand_off(user, next_url, [cookie])
         return Reply.redirect(303, self.public.relay_origin + "/", [cookie])

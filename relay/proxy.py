@@ -33,6 +33,7 @@ from .http1 import (
     serialise_response,
 )
 from .limits import BUSY_RETRY_AFTER, Limits
+from .logfmt import emit
 from .portal import Portal, Reply, query_params, reason
 from .protocol import MAX_FORM_BYTES, RELAY_PATH_PREFIX, TOKEN_HEADER, TOKEN_QUERY
 from .pump import Truncated, copy_chunked, copy_exact, copy_until_eof, pipe
@@ -58,6 +59,7 @@ class _Conn:
     scheme: str
     idle: tuple[Tunnel, Stream] | None = None  # channel kept from the previous request
     busy: bool = field(default=False)
+    note: str | None = None  # why the current request was refused or failed, for its one log line
 
     def take_idle(self, tunnel: Tunnel) -> Stream | None:
         if self.idle is None:
@@ -154,7 +156,7 @@ class Proxy:
         else:
             reply = Reply.error(429, "too many connections from your address", html=False)
         reply.headers.append(("Retry-After", str(BUSY_RETRY_AFTER)))
-        log.warning("refused visitor connection from %s: %s connection cap", peer_ip, refusal.value)
+        emit(log, logging.WARNING, "http.refused", client=peer_ip, cap=refusal.value, status=reply.status)
         headers = [*reply.headers, ("Content-Length", str(len(reply.body))), ("Connection", "close")]
         writer.write(
             serialise_response(ResponseHead((1, 1), reply.status, reason(reply.status), []), headers)
@@ -205,26 +207,39 @@ class Proxy:
         started = time.monotonic()
         client = client_address(conn.peer_ip, head.headers, self.trust_proxy)
         status, sent = 0, 0
+        conn.note = None
         try:
             status, sent, keep = await self._route(conn, head, client)
             return keep
         except STORE_ERRORS as exc:
             # Only the auth steps before forwarding touch the store, so nothing was sent yet.
-            log.error("store unavailable while serving %s: %s", head.host, exc)
+            conn.note = f"store unavailable: {exc}"
             reply = Reply.error(503, "the relay's store is unavailable; try again shortly", html=False)
             status, sent = reply.status, len(reply.body)
             await self._send(conn, reply, keep=False)
             return False
+        except _Abort as exc:
+            conn.note = str(exc)
+            raise
+        except (ConnectionError, asyncio.IncompleteReadError, Truncated):
+            conn.note = "visitor connection lost"
+            raise
         finally:
-            access_log.info(
-                "%s %s %s %.80r %d %d %.1fms",
-                client,
-                head.host,
-                head.method,
-                head.path,
-                status,
-                sent,
-                (time.monotonic() - started) * 1000,
+            # The one line for this request. The path has no query (tokens may be there); cookies,
+            # the relay header and tokens are never logged; logfmt escapes and caps what is.
+            failed = status >= 500 or (status == 0 and conn.note is not None)
+            emit(
+                access_log,
+                logging.WARNING if failed else logging.INFO,
+                "http.request",
+                client=client,
+                host=head.host,
+                method=head.method,
+                path=head.path,
+                status=status,
+                bytes=sent,
+                ms=f"{(time.monotonic() - started) * 1000:.1f}",
+                note=conn.note,
             )
 
     async def _answer(
@@ -270,6 +285,7 @@ class Proxy:
                 return await self._answer(conn, head, reply)
             user_id = self._identify(head, client)
         except (TooManyRequests, Unauthorized) as exc:
+            conn.note = str(exc)
             return await self._answer(conn, head, self.portal.refusal(exc, html=html))
 
         tunnel_origin = self.public.origin(head.host)
@@ -285,6 +301,7 @@ class Proxy:
             owner_id=tunnel.user_id,
         )
         if verdict is not auth.Verdict.ALLOW:
+            conn.note = verdict.value
             return await self._answer(conn, head, self._refuse(verdict, tunnel_origin + head.target, html))
         return await self._forward(conn, head, tunnel, html)
 
@@ -345,9 +362,11 @@ class Proxy:
             try:
                 stream = await self._open(tunnel)
             except ServiceUnavailable as exc:
+                conn.note = "channel cap"
                 reply = Reply.error(503, str(exc), html=html, headers=[("Retry-After", str(exc.retry_after))])
                 return await self._answer(conn, head, reply)
             except BadGateway as exc:
+                conn.note = str(exc)
                 return await self._answer(conn, head, Reply.error(502, str(exc), html=html))
         request_bytes = serialise_request(
             head,
@@ -424,11 +443,13 @@ class Proxy:
                 # without a head end: a head that large is as broken as none.
                 stream.close()
                 why = "sent an oversized response head" if exc.partial else "closed the connection"
+                conn.note = f"backend {why}"
                 reply = Reply.error(502, f"the backend {why} without answering", html=html)
                 return await self._answer(conn, head, reply, close=True)
             except RelayError as exc:
                 # The channel is out of step (or its backend is broken): never reused.
                 stream.close()
+                conn.note = str(exc)
                 reply = Reply.error(exc.status, str(exc), html=html)
                 return await self._answer(conn, head, reply, close=True)
             if resp.status == 101 and head.is_upgrade:

@@ -17,6 +17,7 @@ from .auth import FailureLimiter
 from .config import Config, PublicUrl
 from .datadir import DataDirLock, ensure_data_dir
 from .errors import StoreError
+from .logfmt import emit
 from .portal import Portal
 from .proxy import Proxy
 from .ssh_server import RelaySSHServer, SshContext, start_ssh_server
@@ -166,11 +167,13 @@ class RelayService:
                 except StoreError:
                     continue  # a busy store is no reason to drop tunnels
                 if not alive:
-                    log.info(
-                        "ssh %s user=%s: credential %s no longer valid, closing",
-                        ssh.peer,
-                        user.name,
-                        user.credential,
+                    emit(
+                        log,
+                        logging.INFO,
+                        "ssh.credential_revoked",
+                        peer=ssh.peer,
+                        user=user.name,
+                        credential=user.credential,  # a token id or key id, never a secret
                     )
                     ssh.notify("your token or key was revoked; closing")
                     ssh.conn.disconnect(asyncssh.DISC_BY_APPLICATION, "credential revoked")

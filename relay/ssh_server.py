@@ -21,6 +21,7 @@ from .auth import FailureLimiter
 from .config import PublicUrl
 from .errors import RelayError, StoreError
 from .limits import Limits
+from .logfmt import emit
 from .names import claim_refusal, resolve_bind
 from .protocol import EXEC_TUNNELS, SSH_ENCRYPTION_ALGS, TUNNEL_PORTS
 from .store import Store, User
@@ -100,7 +101,7 @@ class RelaySSHServer(asyncssh.SSHServer):
             # those already admitted keep being served. asyncssh answers an exception raised here
             # by closing the transport before it sends anything.
             why = f"{refusal.value} cap of connections not yet logged in" if refusal else "too many failures"
-            log.warning("ssh %s: refused at connect: %s", self.peer, why)
+            emit(log, logging.WARNING, "ssh.refused", peer=self.peer, why=why)
             if refusal is None:
                 self.ctx.unauthenticated.leave(self.address)
             raise AdmissionRefused(why)
@@ -118,8 +119,9 @@ class RelaySSHServer(asyncssh.SSHServer):
         self.ctx.connections.discard(self)
         for tunnel in self.tunnels:
             self.ctx.registry.remove(tunnel)
+            emit(log, logging.INFO, "tunnel.down", peer=self.peer, host=tunnel.host)
         if self.user is not None:
-            log.info("ssh %s user=%s disconnected%s", self.peer, self.user.name, f": {exc}" if exc else "")
+            emit(log, logging.INFO, "ssh.disconnected", peer=self.peer, user=self.user.name, error=exc)
         self.tunnels.clear()
 
     def notify(self, message: str) -> None:
@@ -139,12 +141,13 @@ class RelaySSHServer(asyncssh.SSHServer):
     def validate_password(self, username: str, password: str) -> bool:
         client = self.address
         if self.ctx.limiter.retry_after(client):
-            log.warning("ssh %s: too many failed logins, refusing", self.peer)
+            emit(log, logging.WARNING, "ssh.auth_failed", peer=self.peer, why="too many failures")
             return False
         user = self.ctx.store.verify_token(password.strip())
         if user is None or user.name != username:
             self.ctx.limiter.fail(client)
-            log.info("ssh %s: token login failed for user %.64r", self.peer, username)
+            # The user name is the client's text (a pasted token is redacted by logfmt).
+            emit(log, logging.INFO, "ssh.auth_failed", peer=self.peer, user=username, why="bad token")
             return False
         self.user = user
         return True
@@ -170,8 +173,13 @@ class RelaySSHServer(asyncssh.SSHServer):
         cap = self.ctx.limits.ssh_max_connections_per_user
         mine = sum(1 for c in self.ctx.connections if c.user is not None and c.user.id == self.user.id)
         if mine > cap:
-            log.warning(
-                "ssh %s user=%s: refused: %d connections, cap %d", self.peer, self.user.name, mine, cap
+            emit(
+                log,
+                logging.WARNING,
+                "ssh.refused",
+                peer=self.peer,
+                user=self.user.name,
+                why=f"connection {mine} of this user, cap {cap}",
             )
             self.conn.disconnect(
                 asyncssh.DISC_TOO_MANY_CONNECTIONS,
@@ -179,7 +187,7 @@ class RelaySSHServer(asyncssh.SSHServer):
                 "close one or wait for stale ones to time out",
             )
             return
-        log.info("ssh %s user=%s authenticated", self.peer, self.user.name)
+        emit(log, logging.INFO, "ssh.authenticated", peer=self.peer, user=self.user.name)
 
     # -- forwards ------------------------------------------------------------------------------
 
@@ -193,13 +201,14 @@ class RelaySSHServer(asyncssh.SSHServer):
             return self._register(self.user, self.conn, listen_host, listen_port)
         except RelayError as exc:
             self.notify(f"refused -R {listen_host or '(default)'}:{listen_port}: {exc}")
-            log.info(
-                "ssh %s user=%s: -R %r:%d refused: %s",
-                self.peer,
-                self.user.name,
-                listen_host,
-                listen_port,
-                exc,
+            emit(
+                log,
+                logging.INFO,
+                "ssh.forward_refused",
+                peer=self.peer,
+                user=self.user.name,
+                bind=f"{listen_host}:{listen_port}",
+                why=exc,
             )
             return False
 
@@ -248,12 +257,14 @@ class RelaySSHServer(asyncssh.SSHServer):
             self.tunnels.remove(displaced)
         self.tunnels.append(tunnel)
         url = self.ctx.public.tunnel_url(target.host)
-        log.info(
-            "ssh %s user=%s: tunnel %s up%s",
-            self.peer,
-            user.name,
-            url,
-            " (took over a previous connection)" if displaced else "",
+        emit(
+            log,
+            logging.INFO,
+            "tunnel.up",
+            peer=self.peer,
+            user=user.name,
+            url=url,
+            took_over="yes" if displaced else None,
         )
 
         def close() -> None:

@@ -316,3 +316,38 @@ async def test_failed_tokens_are_rate_limited_per_address_without_locking_the_ac
     out, _ = await exchange(relay, site.request("/ok"), source="127.0.0.10")
     assert statuses(out) == [200]  # the account itself is not locked
     assert hostile.paths() == ["/ok"]
+
+
+# -- logs -----------------------------------------------------------------------------------------
+
+
+async def test_one_escaped_log_line_per_request_and_no_secrets(
+    relay: RelayProcess, site: Site, hostile: HostileBackend
+) -> None:
+    marker = unique_name("logmark")
+    secrets = [site.token, "sessioncookievalue1234"]
+    requests = [
+        # A valid header token and relay cookies: allowed, forwarded, never logged.
+        site.request(f"/ok/{marker}/1", extra=f"Cookie: relay_session={secrets[1]}; app=1\r\n"),
+        # A query token on a tunnel URL: exchanged for a cookie (303); the query is never logged.
+        f"GET /{marker}/2?relay_token={site.token} HTTP/1.1\r\nHost: {site.host}\r\n"
+        "Connection: close\r\n\r\n".encode(),
+        # A bad cookie: one line for the request, none for the cookie.
+        f"GET /{marker}/3 HTTP/1.1\r\nHost: {site.host}\r\nCookie: relay_session=nope\r\n"
+        "Connection: close\r\n\r\n".encode(),
+        # Bytes that would forge a log line or move a terminal if written raw (UTF-8 RLO, ESC-like).
+        f"GET /{marker}/4/".encode()
+        + "\u202e\u00e9".encode()
+        + b" HTTP/1.1\r\n"
+        + f"Host: {site.host}\r\nConnection: close\r\n\r\n".encode(),
+    ]
+    for data in requests:
+        await exchange(relay, data)
+    await asyncio.sleep(0.3)
+    text = relay.log_text()
+    lines = [ln for ln in text.splitlines() if marker in ln]
+    assert len(lines) == 4, lines
+    assert all("event=http.request" in ln for ln in lines)
+    assert all(secret not in text for secret in secrets)
+    assert "relay_token" not in text
+    assert "\u202e" not in text and "\\xe2\\x80\\xae" in lines[3]

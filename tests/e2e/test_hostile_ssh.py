@@ -233,3 +233,20 @@ async def test_everything_else_is_refused_to_a_hostile_client(
         assert result.exit_status != 0 and "root:" not in str(result.stdout)
     finally:
         conn.close()
+
+
+async def test_client_text_in_ssh_logs_is_escaped_and_tokens_redacted(
+    relay: RelayProcess, user: tuple[str, str]
+) -> None:
+    name, token = user
+    # (asyncssh's client refuses control characters in user names; quotes and spaces get through.)
+    forged = f'{name}" event=ssh.authenticated user="admin'
+
+    with pytest.raises(asyncssh.PermissionDenied):
+        await login(relay, forged, password="wrong", source="127.0.0.45")
+    with pytest.raises(asyncssh.PermissionDenied):
+        await login(relay, token, password=token, source="127.0.0.45")  # a token pasted as user name
+    await asyncio.sleep(0.3)
+    text = relay.log_text()
+    assert f'user="{name}\\" event=ssh.authenticated user=\\"admin"' in text
+    assert token not in text
