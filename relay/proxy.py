@@ -452,6 +452,16 @@ class Proxy:
                 conn.note = str(exc)
                 reply = Reply.error(exc.status, str(exc), html=html)
                 return await self._answer(conn, head, reply, close=True)
+            except (_Abort, asyncio.CancelledError):
+                raise
+            except Exception as exc:
+                # The tunnel's SSH connection dropped under the channel (the client was killed or
+                # restarted). Its library's error types stay on its side of the seam; nothing was
+                # sent to the visitor yet, so this is a plain 502, never a retry elsewhere.
+                stream.close()
+                conn.note = f"tunnel link lost: {type(exc).__name__}"
+                reply = Reply.error(502, "the tunnel's client disconnected during the request", html=html)
+                return await self._answer(conn, head, reply, close=True)
             if resp.status == 101 and head.is_upgrade:
                 return await self._upgrade(conn, resp, tunnel, stream)
             if resp.status >= 200:
@@ -483,6 +493,12 @@ class Proxy:
             # Never pretend a cut or stalled body is complete: the visitor sees the connection close.
             stream.close()
             raise _Abort("backend body truncated or stalled") from None
+        except ConnectionError:
+            stream.close()
+            raise _Abort("visitor connection lost during the response") from None
+        except Exception as exc:  # the tunnel's link dropped mid-body (see above)
+            stream.close()
+            raise _Abort(f"tunnel link lost mid-body: {type(exc).__name__}") from None
         finally:
             tunnel.bytes_out += sent
         if body_task is not None:

@@ -215,6 +215,20 @@ async def test_backend_hangup_gives_502_and_the_request_is_not_retried(
     assert hostile.paths() == ["/ok", "/hangup"]
 
 
+async def test_client_killed_while_a_request_waits_gives_502(
+    relay: RelayProcess, site: Site, hostile: HostileBackend
+) -> None:
+    pending = asyncio.ensure_future(exchange(relay, site.request("/never")))
+    for _ in range(200):
+        if hostile.requests:
+            break
+        await asyncio.sleep(0.02)
+    site.tunnel.kill()  # its SSH connection drops under the open channel
+    out, closed = await pending
+    assert statuses(out) == [502] and closed
+    assert b"disconnected" in out
+
+
 async def test_channel_cap_answers_503_with_retry_after_at_once(
     relay: RelayProcess, site: Site, hostile: HostileBackend
 ) -> None:
