@@ -7,6 +7,7 @@ exchange) while those already admitted keep being served. No I/O here; the calle
 
 from __future__ import annotations
 
+import resource
 from collections import Counter
 from enum import Enum
 
@@ -50,3 +51,18 @@ class Gate:
 
     def count(self, address: str) -> int:
         return self._by_address.get(address, 0)
+
+
+def raise_fd_limit(wanted: int) -> tuple[int, int]:
+    """Raise this process's soft open-file limit toward ``wanted`` (never above the hard limit).
+
+    Every visitor and SSH connection is a file descriptor; a common default soft limit of 1024 would
+    make accept() fail (EMFILE) long before ``http_max_connections`` refuses cleanly with a 503.
+    Returns (soft limit now, wanted) so the caller can warn when the caps cannot all be reached.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    return soft, wanted

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import asyncssh
 
 from . import hostkey
+from .admission import raise_fd_limit
 from .auth import FailureLimiter
 from .config import Config, PublicUrl
 from .datadir import DataDirLock, ensure_data_dir
@@ -91,6 +92,11 @@ class RelayService:
         store = self.store or self.open_store()
         cfg = self.config
         lim = cfg.limits
+        # Visitors and not-yet-logged-in SSH clients are capped; 1024 more for logged-in clients,
+        # the store and the listeners.
+        have, want = raise_fd_limit(lim.http_max_connections + lim.ssh_max_unauthenticated + 1024)
+        if have < want:
+            emit(log, logging.WARNING, "limits.fd", open_files=have, wanted=want)
         http = await asyncio.start_server(
             self._serve_http, cfg.bind, cfg.http_port, limit=lim.http_max_head_bytes, reuse_address=True
         )

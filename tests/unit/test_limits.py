@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import resource
 
 import pytest
 
-from relay.admission import Gate, Refusal
+from relay.admission import Gate, Refusal, raise_fd_limit
 from relay.deadline import Deadline
 from relay.errors import BadRequest, ServiceUnavailable
 from relay.limits import Limits, describe, parse_overrides
@@ -88,6 +89,14 @@ def test_gate_forgets_addresses_with_nothing_open() -> None:
     assert gate.count("a") == 0 and len(gate) == 0 and not gate._by_address
     with pytest.raises(ValueError):
         gate.leave("a")
+
+
+def test_fd_limit_is_raised_toward_what_the_caps_need_but_never_past_the_hard_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert raise_fd_limit(1) == (soft, 1)  # never lowered
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        assert raise_fd_limit(soft + 1)[0] == soft + 1
+        assert raise_fd_limit(hard + 10) == (hard, hard + 10)  # the caller warns
 
 
 # -- Deadline --------------------------------------------------------------------------------------
