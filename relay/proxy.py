@@ -30,18 +30,20 @@ from .http1 import (
     serialise_request,
     serialise_response,
 )
-from .portal import Portal, Reply, query_params, reason
+from .portal import Portal, Reply, query_params, reason, without_param
 from .protocol import (
     CHANNEL_OPEN_TIMEOUT,
+    HEALTH_PATH,
     KEEPALIVE_IDLE_TIMEOUT,
     MAX_FORM_BYTES,
     MAX_HEAD_BYTES,
     RELAY_PATH_PREFIX,
+    TLS_ASK_PATH,
     TOKEN_HEADER,
     TOKEN_QUERY,
 )
 from .pump import Truncated, copy_chunked, copy_exact, copy_until_eof, pipe
-from .rewrite import IPNetwork, client_address, downstream_headers, upstream_headers
+from .rewrite import IPNetwork, client_address, downstream_headers, request_scheme, upstream_headers
 from .store import STORE_ERRORS, Store
 from .tunnels import Registry, Stream, Tunnel
 
@@ -199,6 +201,16 @@ class Proxy:
 
     async def _route(self, conn: _Conn, head: RequestHead, client: str) -> tuple[int, int, bool]:
         html = auth.wants_html(get_one(head.headers, "accept") or "")
+        if head.path == TLS_ASK_PATH and not self.portal.is_served_host(head.host):
+            # Caddy asks at its own address for the relay (any Host but a tunnel's), over plain HTTP.
+            return await self._answer(conn, head, self.portal.tls_ask(head))
+        if (
+            self.public.secure
+            and head.path != HEALTH_PATH
+            and request_scheme(conn.scheme, conn.peer_ip, head.headers, self.trust_proxy) != "https"
+        ):
+            # Under HTTPS, plain HTTP never carries credentials: no cookie is read or set on it.
+            return await self._answer(conn, head, self._to_https(head, html))
         if head.host == self.public.domain:
             body = b""
             if head.method == "POST" and head.path.startswith(RELAY_PATH_PREFIX):
@@ -278,10 +290,24 @@ class Proxy:
 
     def _no_tunnel(self, host: str, html: bool) -> Reply:
         suffix = "." + self.public.domain
-        name = host[: -len(suffix)] if host.endswith(suffix) else None
-        if name and self.store.name_owner(name) is not None:
+        if host.endswith(suffix):
+            name = host[: -len(suffix)]
+            known = "." not in name and self.store.name_owner(name) is not None
+        else:
+            known = self.store.verified_domain_owner(host) is not None
+        if known:
             return Reply.error(502, f"the tunnel {host} is offline: its client is not connected", html=html)
         return Reply.error(404, f"no tunnel at {host}", html=html)
+
+    def _to_https(self, head: RequestHead, html: bool) -> Reply:
+        """A plain-HTTP request when the relay is served over HTTPS: the same URL over HTTPS, minus any
+        ``relay_token`` (it was sent in the clear: make the visitor sign in instead of reusing it)."""
+        host = head.host
+        if host != self.public.domain and not self.portal.is_served_host(host):
+            return Reply.error(404, f"no tunnel at {host}", html=html)
+        query = without_param(head.query, TOKEN_QUERY) if TOKEN_QUERY in head.query else head.query
+        location = self.public.origin(host) + head.path + (f"?{query}" if query else "")
+        return Reply.redirect(308, location)
 
     # -- forwarding --------------------------------------------------------------------------------
 

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-import ssl
 import sys
 from dataclasses import dataclass
 
@@ -16,6 +15,7 @@ from . import hostkey
 from .auth import FailureLimiter
 from .config import Config, PublicUrl
 from .datadir import DataDirLock, ensure_data_dir
+from .dnscheck import DnsChecker
 from .errors import StoreError
 from .portal import Portal
 from .protocol import AUTH_FAILURE_LIMIT, AUTH_FAILURE_WINDOW, MAX_HEAD_BYTES, SHUTDOWN_GRACE
@@ -23,6 +23,7 @@ from .proxy import Proxy
 from .ssh_server import RelaySSHServer, SshContext, start_ssh_server
 from .sso import SsoCodes
 from .store import Store
+from .tls import CertificateSet
 from .tunnels import Registry, Tunnel
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,7 @@ class RelayService:
             _, token = store.create_token(BOOTSTRAP_ADMIN, label="first start")
             self.bootstrap = Bootstrap(BOOTSTRAP_ADMIN, token)
         store.clear_live()
+        store.record_relay_domain(self.config.domain)
         self.registry.subscribe(self._on_registry_change)
         return store
 
@@ -97,10 +99,14 @@ class RelayService:
         self.http_port = http.sockets[0].getsockname()[1]
         if cfg.https_port is not None:
             assert cfg.tls_cert is not None and cfg.tls_key is not None
-            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            ctx.load_cert_chain(cfg.tls_cert, cfg.tls_key)
+            certs = CertificateSet(cfg.tls_cert, cfg.tls_key, cfg.tls_dir)
             https = await asyncio.start_server(
-                self._serve_https, cfg.bind, cfg.https_port, ssl=ctx, limit=MAX_HEAD_BYTES, reuse_address=True
+                self._serve_https,
+                cfg.bind,
+                cfg.https_port,
+                ssl=certs.default,
+                limit=MAX_HEAD_BYTES,
+                reuse_address=True,
             )
             self._servers.append(https)
             self.https_port = https.sockets[0].getsockname()[1]
@@ -111,10 +117,15 @@ class RelayService:
             registry=self.registry, store=store, portal=portal, public=public, trust_proxy=cfg.trust_proxy
         )
         ssh_ctx = SshContext(
-            store=store, registry=self.registry, public=public, limiter=limiter, connections=self._connections
+            store=store,
+            registry=self.registry,
+            public=public,
+            limiter=limiter,
+            connections=self._connections,
+            dns=DnsChecker(cfg.dns_server),
         )
         self._ssh = await start_ssh_server(ssh_ctx, cfg.bind, cfg.ssh_port, self.host_key)
-        self.ssh_port = self._ssh.sockets[0].getsockname()[1]
+        self.ssh_port = ssh_ctx.ssh_port = self._ssh.sockets[0].getsockname()[1]
         self._stats_task = asyncio.ensure_future(self._write_stats())
         self._recheck_task = asyncio.ensure_future(self._recheck_credentials())
 
@@ -138,10 +149,12 @@ class RelayService:
                     log.warning("cannot record tunnel statistics: %s", exc)
 
     async def _recheck_credentials(self) -> None:
-        """Close SSH connections whose token was revoked or expired, or whose key or user was removed."""
+        """Close SSH connections whose token was revoked or expired, or whose key or user was removed,
+        and tunnels on custom domains that are no longer verified for their user."""
         while True:
             await asyncio.sleep(CREDENTIAL_RECHECK_INTERVAL)
             assert self.store is not None
+            self._recheck_domains(self.store)
             for ssh in list(self._connections):
                 user = ssh.user
                 if user is None or ssh.conn is None:
@@ -159,6 +172,20 @@ class RelayService:
                     )
                     ssh.notify("your token or key was revoked; closing")
                     ssh.conn.disconnect(asyncssh.DISC_BY_APPLICATION, "credential revoked")
+
+    def _recheck_domains(self, store: Store) -> None:
+        suffix = "." + self.config.domain
+        for ssh in list(self._connections):
+            for tunnel in list(ssh.tunnels):
+                if tunnel.host.endswith(suffix):
+                    continue
+                try:
+                    owner = store.verified_domain_owner(tunnel.host)
+                except StoreError:
+                    return
+                if owner != tunnel.user_id:
+                    log.info("ssh %s: %s is no longer its user's verified domain", ssh.peer, tunnel.host)
+                    ssh.drop_tunnel(tunnel, "the custom domain was removed")
 
     def request_stop(self) -> None:
         self._stop.set()
