@@ -185,7 +185,7 @@ def test_caddyfile_validates_and_gates_on_demand_tls_with_the_ask_endpoint(workd
     assert issuers == [{"ca": "https://acme-v02.api.letsencrypt.org/directory", "module": "acme"}]
     assert doc["apps"]["tls"]["disable_ocsp_stapling"] is True
     [server] = doc["apps"]["http"]["servers"].values()
-    assert server["listen"] == [":443"]
+    assert server["listen"] == ["0.0.0.0:443"]
     assert server["protocols"] == ["h1", "h2"]
     assert doc["apps"]["http"]["http_port"] == 80
     assert doc["admin"]["listen"] == "localhost:2019"  # inside Caddy's container or host only
