@@ -21,6 +21,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from configparser import ConfigParser
 from pathlib import Path
@@ -122,6 +123,15 @@ def start_with_args(workdir: Path, args: list[str], overrides: dict[str, str]) -
         kept.append(rest[i])
         i += 1
     return start_relay(workdir, extra=kept)
+
+
+def health_status(relay: RelayProcess, domain: str) -> int:
+    """The relay's health page on its own host, over plain HTTP as a front proxy would ask.
+
+    Answered only once ``relay serve`` is in its main loop, so a SIGTERM after it is handled."""
+    request = urllib.request.Request(f"{relay.base}{HEALTH_PATH}", headers={"Host": domain})
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        return int(resp.status)
 
 
 def option(args: list[str], name: str) -> str:
@@ -279,6 +289,7 @@ def test_relay_unit_command_starts_a_relay(workdir: Path) -> None:
     relay = start_with_args(workdir, args[1:], {"--http-port": "", "--ssh-port": ""})
     try:
         assert "public URL https://relay.example.com" in relay.output[0]
+        assert health_status(relay, "relay.example.com") == 200
     finally:
         assert relay.stop() == 0
 
@@ -409,6 +420,7 @@ def test_compose_relay_command_starts_a_relay(compose: dict[str, Any], workdir: 
     relay = start_with_args(workdir, command, {})
     try:
         assert "public URL https://relay.example.com" in relay.output[0]
+        assert health_status(relay, option(command, "--domain")) == 200
     finally:
         assert relay.stop() == 0
 
@@ -518,3 +530,31 @@ async def test_stop_and_copy_backup_restores(workdir: Path) -> None:
     with archive.open("rb") as src:
         subprocess.run(["tar", "xzpf", "-", "-C", str(restored)], stdin=src, check=True)
     await assert_restored(workdir, restored, relay.fingerprint, token)
+
+
+@needs_systemd_analyze
+def test_port_22_drop_in_changes_only_the_ssh_port(workdir: Path) -> None:
+    main = installed_unit(workdir)
+    (workdir / "relay.service.d").mkdir()
+    dropin_text = (DEPLOY / "relay-ssh-port-22.conf").read_text()
+    (workdir / "relay.service.d" / "ssh-port-22.conf").write_text(
+        dropin_text.replace("/opt/relay/bin/relay", relay_exe())
+    )
+    result = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", str(main)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    # The drop-in's command is the unit's, but for the SSH port: nothing else drifts apart.
+    [_, command] = [v for k, v in _lines(dropin_text) if k == "ExecStart"]
+    base = unit(DEPLOY / "relay.service")["Service"]["ExecStart"]
+    assert command == base.replace(f"--ssh-port {RELAY_SSH_PORT}", "--ssh-port 22") != base
+
+
+def _lines(text: str) -> list[tuple[str, str]]:
+    """KEY=VALUE lines of a unit file, repeated keys kept (ConfigParser would keep only the last)."""
+    out = []
+    for line in text.splitlines():
+        if "=" in line and not line.startswith(("#", "[")):
+            key, _, value = line.partition("=")
+            out.append((key.strip(), value.strip()))
+    return out

@@ -191,6 +191,11 @@ async def test_relay_host_serves_the_login_page_over_https_with_secure_cookies(
         assert resp.status == 200
         assert 'name="token"' in await resp.text() or "name=token" in await resp.text()
     await assert_pebble_certificate(stack, RELAY_DOMAIN)
+    async with (
+        visitor_session(stack.dns, stack.root_pem) as session,
+        session.get(stack.url(RELAY_DOMAIN, "/_relay/health")) as resp,
+    ):
+        assert resp.status == 200 and await resp.json() == {"status": "ok"}
 
     name = unique_name("acme")
     token = stack.relay.add_user(name)
