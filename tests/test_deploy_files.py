@@ -558,3 +558,28 @@ def _lines(text: str) -> list[tuple[str, str]]:
             key, _, value = line.partition("=")
             out.append((key.strip(), value.strip()))
     return out
+
+
+def test_deploy_guide_uses_the_files_and_commands_tested_here() -> None:
+    """docs/deploy.md and the tests above must not drift apart: the guide's paths and commands are
+    the ones these tests run."""
+    guide = (REPO / "docs" / "deploy.md").read_text()
+    service = unit(DEPLOY / "relay.service")["Service"]
+    expected = [
+        "cp relay.env.example .env",  # compose reads .env next to compose.yaml
+        f"relay.env.example {service['EnvironmentFile']}",  # the unit's EnvironmentFile
+        "/etc/systemd/system/caddy.service.d/relay.conf",
+        "/etc/systemd/system/relay.service.d/ssh-port-22.conf",
+        "/etc/caddy/Caddyfile",  # where Debian's caddy.service reads it
+        'umask 077; sqlite3 /var/lib/relay/relay.db ".backup',  # test_online_backup_with_sqlite3_restores
+        "cp -p /var/lib/relay/ssh_host_ed25519_key",
+        "--entrypoint tar relay czf - -C /data .",  # test_stop_and_copy_backup_restores
+        "--entrypoint tar relay xzpf - -C /data",
+        "relay domain add lab.example.org --user alice",  # test_acme.py: the custom domain
+        "relay domain verify lab.example.org",
+        "-R lab.example.org:80:localhost:8888",
+        "_relay-challenge.lab.example.org",
+    ]
+    missing = [text for text in expected if text not in guide]
+    assert not missing, missing
+    assert service["Environment"].split("=", 1)[1] == "/var/lib/relay"
