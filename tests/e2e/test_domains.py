@@ -20,7 +20,17 @@ from cryptography import x509
 
 from .conftest import unique_name
 from .dns_server import RunningDns, dns_server
-from .harness import Backend, RelayProcess, SshTunnel, cookie_pair, fetch, open_tunnel, ssh_exec, start_relay
+from .harness import (
+    Backend,
+    RelayProcess,
+    SshTunnel,
+    cookie_pair,
+    fetch,
+    open_tunnel,
+    ssh_exec,
+    start_client,
+    start_relay,
+)
 from .test_https import LoopbackResolver, self_signed
 
 
@@ -393,3 +403,20 @@ async def test_own_tls_picks_certificates_by_sni_and_plain_http_redirects(
         if tunnel is not None:
             await tunnel.close()
         relay.stop()
+
+
+async def test_relay_client_binds_a_verified_domain(
+    relay: RelayProcess, backend: Backend, verified: tuple[str, str, str], workdir: Path
+) -> None:
+    user, token, domain = verified
+    client = await start_client(
+        relay,
+        workdir / "client-home",
+        ["--user", user, "--token", token, "--domain", domain, "--port", str(backend.port)],
+    )
+    try:
+        assert client.url == f"http://{domain}:{relay.http_port}"
+        reply = await fetch(relay, domain, "/echo", headers={"X-Relay-Token": token})
+        assert reply.status == 200 and reply.json()["path"] == "/echo"
+    finally:
+        assert await client.stop() == 0
