@@ -201,9 +201,13 @@ class Proxy:
 
     async def _route(self, conn: _Conn, head: RequestHead, client: str) -> tuple[int, int, bool]:
         html = auth.wants_html(get_one(head.headers, "accept") or "")
-        if head.path == TLS_ASK_PATH and not self.portal.is_served_host(head.host):
-            # Caddy asks at its own address for the relay (any Host but a tunnel's), over plain HTTP.
-            return await self._answer(conn, head, self.portal.tls_ask(head))
+        if head.path in (TLS_ASK_PATH, HEALTH_PATH) and not self.portal.is_served_host(head.host):
+            # Caddy and health checks call the relay at its own address (any Host but a tunnel's),
+            # over plain HTTP.
+            reply = (
+                self.portal.tls_ask(head) if head.path == TLS_ASK_PATH else Reply.json(200, {"status": "ok"})
+            )
+            return await self._answer(conn, head, reply)
         if (
             self.public.secure
             and head.path != HEALTH_PATH
