@@ -409,8 +409,6 @@ def test_compose_relay_is_locked_down_and_healthchecked(compose: dict[str, Any])
     assert "no-new-privileges:true" in relay["security_opt"]
     domain = option(relay["command"], "--domain")
     assert option(relay["command"], "--public-url") == f"https://{domain}"
-    # The image's HEALTHCHECK asks the relay's own host, named by RELAY_DOMAIN.
-    assert relay["environment"]["RELAY_DOMAIN"] == domain
 
 
 def test_compose_relay_command_starts_a_relay(compose: dict[str, Any], workdir: Path) -> None:
@@ -454,7 +452,7 @@ def test_dockerignore_sends_only_the_package_sources() -> None:
 def healthcheck_argv(port: int) -> list[str]:
     [arg] = [arg for word, arg in final_stage() if word == "HEALTHCHECK"]
     argv = json.loads(arg.split("CMD", 1)[1])
-    assert argv[0] == "python" and f"http://127.0.0.1:{RELAY_HTTP_PORT}{HEALTH_PATH}" in argv[2]
+    assert argv[0] == "python" and f"'http://127.0.0.1:{RELAY_HTTP_PORT}{HEALTH_PATH}'" in argv[2]
     # The relay in the container listens on 8080; this one on a free port, with this Python.
     return [sys.executable, *argv[1:-1], argv[-1].replace(f":{RELAY_HTTP_PORT}/", f":{port}/")]
 
@@ -463,17 +461,10 @@ def test_dockerfile_healthcheck_passes_on_a_running_relay_only(workdir: Path) ->
     relay = start_relay(workdir, extra=["--domain", "relay.example.com"])
     try:
         argv = healthcheck_argv(relay.http_port)
-        ok = subprocess.run(argv, env={**os.environ, "RELAY_DOMAIN": "relay.example.com"}, timeout=30)
-        assert ok.returncode == 0
-        wrong = subprocess.run(
-            argv, env={**os.environ, "RELAY_DOMAIN": "elsewhere.example"}, capture_output=True, timeout=30
-        )
-        assert wrong.returncode != 0
+        assert subprocess.run(argv, capture_output=True, timeout=30).returncode == 0
     finally:
         relay.stop()
-    down = subprocess.run(
-        argv, env={**os.environ, "RELAY_DOMAIN": "relay.example.com"}, capture_output=True, timeout=30
-    )
+    down = subprocess.run(argv, capture_output=True, timeout=30)
     assert down.returncode != 0
 
 
