@@ -235,6 +235,7 @@ async def _serve(config: Config) -> None:
             f"    relay-client connect --relay {public.domain}:{service.ssh_port} "
             f"--user {boot.admin} --token {boot.token} --port 8888",
         ]
+    service.handle_signals()
     out.append("relay: ready (Ctrl-C or SIGTERM stops it)")
     for line in out:
         print(line, flush=True)

@@ -190,10 +190,15 @@ class RelayService:
     def request_stop(self) -> None:
         self._stop.set()
 
-    async def run_until_stopped(self) -> None:
+    def handle_signals(self) -> None:
+        """SIGTERM/SIGINT stop the relay cleanly. Installed before "ready" is printed, so a supervisor
+        that signals as soon as it reads that line gets a clean stop, not a kill."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
+
+    async def run_until_stopped(self) -> None:
+        self.handle_signals()
         await self._stop.wait()
         await self.shutdown()
 

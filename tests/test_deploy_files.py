@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml  # type: ignore[import-untyped]  # PyYAML ships no types; types-PyYAML is not installed
+import yaml
 
 from relay.protocol import HEALTH_PATH
 from tests.e2e.harness import RelayProcess, ssh_exec, start_relay
