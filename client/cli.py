@@ -6,8 +6,9 @@ import asyncio
 import json
 import signal
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -135,9 +136,20 @@ def connect(
         _say("closed")
 
     try:
-        asyncio.run(main())
+        _run(main())
     except (ClientError, Fatal) as exc:
         _fail(str(exc))
+
+
+def _run(coro: Coroutine[Any, Any, None]) -> None:
+    """uvloop when it is there: the client moves every byte of the tunnel (DESIGN §5: +13 % req/s and
+    +26 % bulk for the relay). The notebook API keeps asyncio: it runs beside the kernel's own loop."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(coro)
+    else:
+        uvloop.run(coro)
 
 
 @app.command()

@@ -20,9 +20,10 @@ from typing import Annotated, Any, TypeVar
 import asyncssh
 import typer
 
-from . import __version__
+from . import __version__, domain_claims
 from .config import Config, PublicUrl, parse_networks
 from .datadir import default_data_dir, ensure_data_dir, is_serving
+from .dnscheck import DnsChecker, parse_dns_server
 from .errors import RelayError
 from .limits import Limits, describe
 from .names import validate_name
@@ -45,10 +46,16 @@ token_app = typer.Typer(
 )
 key_app = typer.Typer(rich_markup_mode=None, help="SSH public keys that log users in.", no_args_is_help=True)
 name_app = typer.Typer(rich_markup_mode=None, help="Owned tunnel names.", no_args_is_help=True)
+domain_app = typer.Typer(
+    rich_markup_mode=None,
+    help="Custom domains: claim one for a user, publish the DNS records it prints, then verify.",
+    no_args_is_help=True,
+)
 app.add_typer(user_app, name="user")
 app.add_typer(token_app, name="token")
 app.add_typer(key_app, name="key")
 app.add_typer(name_app, name="name")
+app.add_typer(domain_app, name="domain")
 
 DataDir = Annotated[
     Path | None,
@@ -59,6 +66,14 @@ DataDir = Annotated[
     ),
 ]
 JsonOut = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
+DnsServer = Annotated[
+    str | None,
+    typer.Option(
+        "--dns-server",
+        help="Ask this DNS server (IP[:PORT]) instead of the system resolver.",
+        show_default=False,
+    ),
+]
 
 T = TypeVar("T")
 
@@ -123,6 +138,15 @@ def serve(
         Path | None, typer.Option(help="PEM certificate chain (a wildcard for the domain).")
     ] = None,
     tls_key: Annotated[Path | None, typer.Option(help="PEM private key for --tls-cert.")] = None,
+    tls_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Per-domain certificates chosen by SNI: TLS_DIR/HOST/fullchain.pem and privkey.pem "
+            "(certbot's layout; re-read when they change). Needs --https-port.",
+            show_default=False,
+        ),
+    ] = None,
+    dns_server: DnsServer = None,
     trust_proxy: Annotated[
         list[str] | None,
         typer.Option(
@@ -165,6 +189,8 @@ def serve(
             https_port=https_port,
             tls_cert=tls_cert,
             tls_key=tls_key,
+            tls_dir=tls_dir,
+            dns_server=parse_dns_server(dns_server) if dns_server else None,
             trust_proxy=parse_networks(trust_proxy or []),
             public_url=public_url,
             limits=Limits().with_overrides(limit or []),
@@ -220,6 +246,7 @@ async def _serve(config: Config) -> None:
             f"    relay-client connect --relay {public.domain}:{service.ssh_port} "
             f"--user {boot.admin} --token {boot.token} --port 8888",
         ]
+    service.handle_signals()
     out.append("relay: ready (Ctrl-C or SIGTERM stops it)")
     for line in out:
         print(line, flush=True)
@@ -403,6 +430,97 @@ def name_release(name: str, data_dir: DataDir = None, as_json: JsonOut = False) 
     with _store(data_dir) as store:
         store.release_name(name)
         _emit(as_json, {"released": name}, lambda: [f"released {name}"])
+
+
+# -- custom domains ------------------------------------------------------------------------------
+
+
+@domain_app.command("add")
+def domain_add(
+    domain: str,
+    user: Annotated[str, typer.Option("--user", help="The user who will own the domain.")],
+    data_dir: DataDir = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Claim DOMAIN for a user and print the DNS records that prove it (then run `domain verify`)."""
+    with _store(data_dir) as store:
+        claim = domain_claims.add(store, domain, user, relay_domain=store.relay_domain())
+        _emit(
+            as_json,
+            domain_claims.claim_doc(claim, relay_domain=store.relay_domain()),
+            lambda: domain_claims.claim_lines(
+                claim,
+                relay_domain=store.relay_domain(),
+                how_to_verify=f"relay domain verify {claim.domain}",
+            ),
+        )
+
+
+@domain_app.command("verify")
+def domain_verify(
+    domain: str,
+    user: Annotated[
+        str | None,
+        typer.Option(
+            "--user", help="Verify this user's claim (default: any claim DNS proves).", show_default=False
+        ),
+    ] = None,
+    dns_server: DnsServer = None,
+    data_dir: DataDir = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Look up the TXT record _relay-challenge.DOMAIN; exit 0 once it proves a claim, 1 with the reason."""
+    try:
+        checker = DnsChecker(parse_dns_server(dns_server) if dns_server else None)
+    except RelayError as exc:
+        _fail(str(exc))
+        return
+    with _store(data_dir) as store:
+        claim = asyncio.run(
+            domain_claims.verify(store, checker, domain, user, relay_domain=store.relay_domain())
+        )
+        _emit(
+            as_json,
+            domain_claims.claim_doc(claim, relay_domain=store.relay_domain()),
+            lambda: [f"{claim.domain} is verified for {claim.user}"],
+        )
+
+
+@domain_app.command("list")
+def domain_list(
+    user: Annotated[str | None, typer.Option("--user", help="Only this user's domains.")] = None,
+    data_dir: DataDir = None,
+    as_json: JsonOut = False,
+) -> None:
+    """List custom domain claims, verified or pending."""
+    with _store(data_dir) as store:
+        claims = store.list_domains(user)
+        _emit(
+            as_json,
+            {"domains": [domain_claims.claim_doc(c, relay_domain=store.relay_domain()) for c in claims]},
+            lambda: (
+                [
+                    f"{c.domain}\t{c.user}\t{'verified ' + _when(c.verified_at) if c.verified else 'pending'}"
+                    for c in claims
+                ]
+                or ["no domains"]
+            ),
+        )
+
+
+@domain_app.command("remove")
+def domain_remove(
+    domain: str,
+    user: Annotated[
+        str | None, typer.Option("--user", help="Only this user's claim (default: every claim).")
+    ] = None,
+    data_dir: DataDir = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Remove claims of DOMAIN; a running relay closes a tunnel on it within seconds."""
+    with _store(data_dir) as store:
+        domain_claims.remove(store, domain, user)
+        _emit(as_json, {"removed": domain.lower()}, lambda: [f"removed {domain.lower()}"])
 
 
 # -- tunnels -------------------------------------------------------------------------------------

@@ -67,6 +67,8 @@ class Config:
     https_port: int | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    tls_dir: Path | None = None  # per-domain certificates by SNI: TLS_DIR/HOST/{fullchain,privkey}.pem
+    dns_server: tuple[str, int] | None = None  # for verifying custom domains; None: the system's
     trust_proxy: tuple[IPNetwork, ...] = field(default_factory=tuple)
     public_url: str | None = None  # None: http://DOMAIN:HTTP_PORT once the port is known
     limits: Limits = field(default_factory=Limits)
@@ -78,6 +80,8 @@ class Config:
             raise BadRequest("--tls-cert and --tls-key go together")
         if self.https_port is not None and self.tls_cert is None:
             raise BadRequest("--https-port needs --tls-cert and --tls-key")
+        if self.tls_dir is not None and self.https_port is None:
+            raise BadRequest("--tls-dir needs --https-port (and --tls-cert/--tls-key for other names)")
         if self.public_url is not None:
             public = PublicUrl.parse(self.public_url)
             if public.domain != self.domain:

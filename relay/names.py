@@ -115,3 +115,16 @@ def claim_refusal(name: str, *, claimant_id: int, owner_id: int | None) -> str |
     if owner_id is None or owner_id == claimant_id:
         return None
     return f"name {name!r} is owned by another user; choose another name"
+
+
+def domain_bind_refusal(domain: str, *, claimant_id: int, owner_id: int | None) -> str | None:
+    """A custom domain may be bound only by the user who verified it. None if allowed, else why not."""
+    if owner_id == claimant_id:
+        return None
+    if owner_id is None:
+        return (
+            f"{domain} is not a verified custom domain of yours; claim it with "
+            f"`ssh RELAY -- domain add {domain}`, publish the TXT record it prints, then "
+            f"`ssh RELAY -- domain verify {domain}`"
+        )
+    return f"{domain} is a verified custom domain of another user"

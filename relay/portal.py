@@ -11,6 +11,7 @@ from urllib.parse import parse_qsl, quote, unquote_plus, urlsplit
 
 from . import auth, pages
 from .config import PublicUrl
+from .domains import certificate_allowed
 from .errors import RelayError, TooManyRequests
 from .http1 import Headers, RequestHead, get_one
 from .logfmt import emit
@@ -138,7 +139,29 @@ class Portal:
         return f"{self.public.relay_origin}{LOGIN_PATH}?next={quote(next_url, safe='')}"
 
     def is_served_host(self, host: str) -> bool:
-        return host.endswith("." + self.public.domain) and "." not in host[: -len(self.public.domain) - 1]
+        """A tunnel host: one label under the relay domain, or a verified custom domain."""
+        suffix = "." + self.public.domain
+        if host.endswith(suffix):
+            return "." not in host[: -len(suffix)]
+        return self.store.verified_domain_owner(host) is not None
+
+    def tls_ask(self, head: RequestHead) -> Reply:
+        """Caddy's on-demand TLS asks before it requests a certificate: yes only for hosts we serve."""
+        if head.method not in ("GET", "HEAD"):
+            return Reply.error(405, "method not allowed", html=False, headers=[("Allow", "GET")])
+        host = query_params(head.query).get("domain", "")
+        if not host:
+            return Reply.error(400, "expected ?domain=HOST", html=False)
+        allowed = certificate_allowed(
+            host,
+            relay_domain=self.public.domain,
+            name_owned=lambda name: self.store.name_owner(name) is not None,
+            domain_verified=lambda domain: self.store.verified_domain_owner(domain) is not None,
+        )
+        if not allowed:
+            emit(log, logging.INFO, "tls.ask_refused", host=host)
+            return Reply.json(404, {"domain": host[:253], "allowed": False})
+        return Reply.json(200, {"domain": host, "allowed": True})
 
     # -- the login origin ----------------------------------------------------------------------
 

@@ -34,6 +34,8 @@ LOGIN_PATH = "/_relay/login"
 LOGOUT_PATH = "/_relay/logout"
 SSO_PATH = "/_relay/sso"
 HEALTH_PATH = "/_relay/health"
+#: Caddy's on-demand TLS ``ask``: 200 only for hosts the relay serves (``?domain=HOST``).
+TLS_ASK_PATH = "/_relay/tls-ask"
 
 #: Session lifetime, seconds (a browser session is re-established through the login origin).
 SESSION_TTL = 7 * 24 * 3600

@@ -34,10 +34,17 @@ from .http1 import (
 )
 from .limits import BUSY_RETRY_AFTER, Limits
 from .logfmt import emit
-from .portal import Portal, Reply, query_params, reason
-from .protocol import MAX_FORM_BYTES, RELAY_PATH_PREFIX, TOKEN_HEADER, TOKEN_QUERY
+from .portal import Portal, Reply, query_params, reason, without_param
+from .protocol import HEALTH_PATH, MAX_FORM_BYTES, RELAY_PATH_PREFIX, TLS_ASK_PATH, TOKEN_HEADER, TOKEN_QUERY
 from .pump import Truncated, copy_chunked, copy_exact, copy_until_eof, pipe
-from .rewrite import IPNetwork, client_address, downstream_headers, is_trusted, upstream_headers
+from .rewrite import (
+    IPNetwork,
+    client_address,
+    downstream_headers,
+    is_trusted,
+    request_scheme,
+    upstream_headers,
+)
 from .store import STORE_ERRORS, Store
 from .tunnels import Registry, Stream, Tunnel
 
@@ -252,6 +259,20 @@ class Proxy:
 
     async def _route(self, conn: _Conn, head: RequestHead, client: str) -> tuple[int, int, bool]:
         html = auth.wants_html(get_one(head.headers, "accept") or "")
+        if head.path in (TLS_ASK_PATH, HEALTH_PATH) and not self.portal.is_served_host(head.host):
+            # Caddy and health checks call the relay at its own address (any Host but a tunnel's),
+            # over plain HTTP.
+            reply = (
+                self.portal.tls_ask(head) if head.path == TLS_ASK_PATH else Reply.json(200, {"status": "ok"})
+            )
+            return await self._answer(conn, head, reply)
+        if (
+            self.public.secure
+            and head.path != HEALTH_PATH
+            and request_scheme(conn.scheme, conn.peer_ip, head.headers, self.trust_proxy) != "https"
+        ):
+            # Under HTTPS, plain HTTP never carries credentials: no cookie is read or set on it.
+            return await self._answer(conn, head, self._to_https(head, html))
         if head.host == self.public.domain:
             body = b""
             if head.method == "POST" and head.path.startswith(RELAY_PATH_PREFIX):
@@ -334,10 +355,24 @@ class Proxy:
 
     def _no_tunnel(self, host: str, html: bool) -> Reply:
         suffix = "." + self.public.domain
-        name = host[: -len(suffix)] if host.endswith(suffix) else None
-        if name and self.store.name_owner(name) is not None:
+        if host.endswith(suffix):
+            name = host[: -len(suffix)]
+            known = "." not in name and self.store.name_owner(name) is not None
+        else:
+            known = self.store.verified_domain_owner(host) is not None
+        if known:
             return Reply.error(502, f"the tunnel {host} is offline: its client is not connected", html=html)
         return Reply.error(404, f"no tunnel at {host}", html=html)
+
+    def _to_https(self, head: RequestHead, html: bool) -> Reply:
+        """A plain-HTTP request when the relay is served over HTTPS: the same URL over HTTPS, minus any
+        ``relay_token`` (it was sent in the clear: make the visitor sign in instead of reusing it)."""
+        host = head.host
+        if host != self.public.domain and not self.portal.is_served_host(host):
+            return Reply.error(404, f"no tunnel at {host}", html=html)
+        query = without_param(head.query, TOKEN_QUERY) if TOKEN_QUERY in head.query else head.query
+        location = self.public.origin(host) + head.path + (f"?{query}" if query else "")
+        return Reply.redirect(308, location)
 
     # -- forwarding --------------------------------------------------------------------------------
 

@@ -64,6 +64,16 @@ def client_address(peer_ip: str, headers: Headers, trusted: Sequence[IPNetwork])
     return peer_ip
 
 
+def request_scheme(conn_scheme: str, peer_ip: str, headers: Headers, trusted: Sequence[IPNetwork]) -> str:
+    """How the visitor reached the relay: the listener's scheme, or what a trusted front proxy (Caddy
+    terminating TLS) says in ``X-Forwarded-Proto``. Anyone else's header is ignored: it would let a
+    plain-HTTP visitor pose as HTTPS and get credentials handled over a clear link."""
+    if not is_trusted(peer_ip, trusted):
+        return conn_scheme
+    values = [v.strip().lower() for n, v in headers if n.lower() == "x-forwarded-proto"]
+    return values[-1] if values and values[-1] in ("http", "https") else conn_scheme
+
+
 def upstream_headers(headers: Headers, *, peer_ip: str, scheme: str, trusted: Sequence[IPNetwork]) -> Headers:
     """The request headers the backend sees."""
     trusted_peer = is_trusted(peer_ip, trusted)

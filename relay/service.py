@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-import ssl
 import sys
 from dataclasses import dataclass
 
@@ -17,6 +16,7 @@ from .admission import raise_fd_limit
 from .auth import FailureLimiter
 from .config import Config, PublicUrl
 from .datadir import DataDirLock, ensure_data_dir
+from .dnscheck import DnsChecker
 from .errors import StoreError
 from .logfmt import emit
 from .portal import Portal
@@ -24,6 +24,7 @@ from .proxy import Proxy
 from .ssh_server import RelaySSHServer, SshContext, start_ssh_server
 from .sso import SsoCodes
 from .store import Store
+from .tls import CertificateSet
 from .tunnels import Registry, Tunnel
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ class RelayService:
             _, token = store.create_token(BOOTSTRAP_ADMIN, label="first start")
             self.bootstrap = Bootstrap(BOOTSTRAP_ADMIN, token)
         store.clear_live()
+        store.record_relay_domain(self.config.domain)
         self.registry.subscribe(self._on_registry_change)
         return store
 
@@ -86,7 +88,7 @@ class RelayService:
             else:
                 self.store.put_live(host, tunnel.user_id, tunnel.client, tunnel.since)
         except StoreError as exc:  # the live table is informational; tunnels keep working
-            log.warning("cannot record live tunnel %s: %s", host, exc)
+            emit(log, logging.WARNING, "store.live_failed", host=host, error=exc)
 
     async def start(self) -> None:
         store = self.store or self.open_store()
@@ -104,13 +106,12 @@ class RelayService:
         self.http_port = http.sockets[0].getsockname()[1]
         if cfg.https_port is not None:
             assert cfg.tls_cert is not None and cfg.tls_key is not None
-            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            ctx.load_cert_chain(cfg.tls_cert, cfg.tls_key)
+            certs = CertificateSet(cfg.tls_cert, cfg.tls_key, cfg.tls_dir)
             https = await asyncio.start_server(
                 self._serve_https,
                 cfg.bind,
                 cfg.https_port,
-                ssl=ctx,
+                ssl=certs.default,
                 limit=lim.http_max_head_bytes,
                 reuse_address=True,
             )
@@ -133,10 +134,11 @@ class RelayService:
             public=public,
             limiter=limiter,
             connections=self._connections,
+            dns=DnsChecker(cfg.dns_server),
             limits=lim,
         )
         self._ssh = await start_ssh_server(ssh_ctx, cfg.bind, cfg.ssh_port, self.host_key)
-        self.ssh_port = self._ssh.sockets[0].getsockname()[1]
+        self.ssh_port = ssh_ctx.ssh_port = self._ssh.sockets[0].getsockname()[1]
         self._stats_task = asyncio.ensure_future(self._write_stats())
         self._recheck_task = asyncio.ensure_future(self._recheck_credentials())
 
@@ -157,13 +159,15 @@ class RelayService:
                 try:
                     self.store.update_live_bytes(rows)
                 except StoreError as exc:
-                    log.warning("cannot record tunnel statistics: %s", exc)
+                    emit(log, logging.WARNING, "store.stats_failed", error=exc)
 
     async def _recheck_credentials(self) -> None:
-        """Close SSH connections whose token was revoked or expired, or whose key or user was removed."""
+        """Close SSH connections whose token was revoked or expired, or whose key or user was removed,
+        and tunnels on custom domains that are no longer verified for their user."""
         while True:
             await asyncio.sleep(CREDENTIAL_RECHECK_INTERVAL)
             assert self.store is not None
+            self._recheck_domains(self.store)
             for ssh in list(self._connections):
                 user = ssh.user
                 if user is None or ssh.conn is None:
@@ -184,19 +188,38 @@ class RelayService:
                     ssh.notify("your token or key was revoked; closing")
                     ssh.conn.disconnect(asyncssh.DISC_BY_APPLICATION, "credential revoked")
 
+    def _recheck_domains(self, store: Store) -> None:
+        suffix = "." + self.config.domain
+        for ssh in list(self._connections):
+            for tunnel in list(ssh.tunnels):
+                if tunnel.host.endswith(suffix):
+                    continue
+                try:
+                    owner = store.verified_domain_owner(tunnel.host)
+                except StoreError:
+                    return
+                if owner != tunnel.user_id:
+                    emit(log, logging.INFO, "tunnel.domain_unverified", peer=ssh.peer, host=tunnel.host)
+                    ssh.drop_tunnel(tunnel, "the custom domain was removed")
+
     def request_stop(self) -> None:
         self._stop.set()
 
-    async def run_until_stopped(self) -> None:
+    def handle_signals(self) -> None:
+        """SIGTERM/SIGINT stop the relay cleanly. Installed before "ready" is printed, so a supervisor
+        that signals as soon as it reads that line gets a clean stop, not a kill."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
+
+    async def run_until_stopped(self) -> None:
+        self.handle_signals()
         await self._stop.wait()
         await self.shutdown()
 
     async def shutdown(self) -> None:
         """Fixed order: stop accepting; finish in-flight requests (≤ 30 s); tell SSH clients; close."""
-        log.info("shutting down")
+        emit(log, logging.INFO, "relay.stopping")
         for server in self._servers:
             server.close()
         if self._ssh is not None:

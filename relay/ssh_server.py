@@ -19,11 +19,13 @@ import asyncssh
 from .admission import Gate
 from .auth import FailureLimiter
 from .config import PublicUrl
+from .dnscheck import DnsChecker
 from .errors import RelayError, StoreError
 from .limits import Limits
 from .logfmt import emit
-from .names import claim_refusal, resolve_bind
+from .names import claim_refusal, domain_bind_refusal, resolve_bind
 from .protocol import EXEC_TUNNELS, SSH_ENCRYPTION_ALGS, TUNNEL_PORTS
+from .ssh_commands import EXEC_DOMAIN, USAGE, run_domain_command
 from .store import Store, User
 from .tunnels import Registry, Stream, Tunnel
 
@@ -39,7 +41,9 @@ class SshContext:
     public: PublicUrl
     limiter: FailureLimiter
     connections: set[RelaySSHServer]
+    dns: DnsChecker
     limits: Limits = field(default_factory=Limits)
+    ssh_port: int = 22  # for the commands printed to users; set once the server listens
     #: SSH connections that have not logged in yet (OpenSSH's MaxStartups), in total and per address.
     unauthenticated: Gate = field(init=False)
 
@@ -123,6 +127,13 @@ class RelaySSHServer(asyncssh.SSHServer):
         if self.user is not None:
             emit(log, logging.INFO, "ssh.disconnected", peer=self.peer, user=self.user.name, error=exc)
         self.tunnels.clear()
+
+    def drop_tunnel(self, tunnel: Tunnel, reason: str) -> None:
+        """End one tunnel of this connection (e.g. its custom domain was removed); the rest stay."""
+        if tunnel in self.tunnels:
+            self.tunnels.remove(tunnel)
+        self.ctx.registry.remove(tunnel)
+        self.notify(f"{tunnel.host} closed: {reason}")
 
     def notify(self, message: str) -> None:
         """Tell the person at the client, on every open session (and later sessions)."""
@@ -221,18 +232,15 @@ class RelaySSHServer(asyncssh.SSHServer):
                 "the relay never binds real ports"
             )
         target = resolve_bind(listen_host, default_name=user.name, domain=self.ctx.public.domain)
-        if target.name is None:
-            raise RelayError(f"{target.host} is not a verified custom domain of yours")
         store = self.ctx.store
-        refusal = claim_refusal(target.name, claimant_id=user.id, owner_id=store.name_owner(target.name))
-        if refusal is not None:
-            raise RelayError(refusal)
-        try:
-            claimed = store.claim_name(target.name, user.id)
-        except StoreError as exc:
-            raise RelayError(f"the relay cannot record the name right now: {exc}") from exc
-        if not claimed:
-            raise RelayError(f"name {target.name!r} was just claimed by another user")
+        if target.name is None:
+            refusal = domain_bind_refusal(
+                target.host, claimant_id=user.id, owner_id=store.verified_domain_owner(target.host)
+            )
+            if refusal is not None:
+                raise RelayError(refusal)
+        else:
+            self._claim_name(user, target.name)
 
         async def open_stream() -> Stream:
             reader, writer = await conn.open_connection(listen_host, listen_port, "127.0.0.1", 0)
@@ -274,6 +282,18 @@ class RelaySSHServer(asyncssh.SSHServer):
 
         return TunnelListener(close, listen_port)
 
+    def _claim_name(self, user: User, name: str) -> None:
+        store = self.ctx.store
+        refusal = claim_refusal(name, claimant_id=user.id, owner_id=store.name_owner(name))
+        if refusal is not None:
+            raise RelayError(refusal)
+        try:
+            claimed = store.claim_name(name, user.id)
+        except StoreError as exc:
+            raise RelayError(f"the relay cannot record the name right now: {exc}") from exc
+        if not claimed:
+            raise RelayError(f"name {name!r} was just claimed by another user")
+
     # -- sessions ------------------------------------------------------------------------------
 
     def session_requested(self) -> asyncssh.SSHServerSession[str] | bool:
@@ -301,6 +321,7 @@ class RelaySession(asyncssh.SSHServerSession[str]):
         self.chan: asyncssh.SSHServerChannel[str] | None = None
         self.command: str | None = None
         self.pty = False
+        self._task: asyncio.Future[None] | None = None  # a running command (DNS lookups are async)
 
     def connection_made(self, chan: asyncssh.SSHServerChannel[str]) -> None:
         self.chan = chan
@@ -369,11 +390,33 @@ class RelaySession(asyncssh.SSHServerSession[str]):
                     self.chan.write(f"{t['url']}\t{t['client']}\n")
             self.chan.exit(0)
             return
+        if argv and argv[0] == EXEC_DOMAIN and self.server.user is not None:
+            self._task = asyncio.ensure_future(self._domain(argv[1:], self.server.user.name))
+            return
         self.chan.write_stderr(
             f"relay: unknown command {command[:60]!r}; this relay runs no programs. "
-            f"Available: {EXEC_TUNNELS} [--json]\n"
+            f"Available: {EXEC_TUNNELS} [--json], {USAGE.removeprefix('usage: ')}\n"
         )
         self.chan.exit(2)
+
+    async def _domain(self, argv: list[str], user: str) -> None:
+        ctx = self.server.ctx
+        port = "" if ctx.ssh_port == 22 else f"-p {ctx.ssh_port} "
+        outcome = await run_domain_command(
+            argv,
+            user=user,
+            store=ctx.store,
+            checker=ctx.dns,
+            relay_domain=ctx.public.domain,
+            ssh_hint=f"ssh {port}{user}@{ctx.public.domain}",
+        )
+        if self.chan is None or self.chan.is_closing():
+            return
+        if outcome.stdout:
+            self.chan.write(outcome.stdout)
+        if outcome.stderr:
+            self.chan.write_stderr(outcome.stderr)
+        self.chan.exit(outcome.status)
 
     def data_received(self, data: str, datatype: asyncssh.DataType) -> None:
         # With a pty, Ctrl-C and Ctrl-D arrive as bytes: end the session as a shell would.
@@ -390,6 +433,8 @@ class RelaySession(asyncssh.SSHServerSession[str]):
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._task is not None:
+            self._task.cancel()
         if self.chan is not None:
             self.server.open_sessions -= 1
         if self in self.server.sessions:

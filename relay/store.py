@@ -79,6 +79,21 @@ _MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE sessions ADD COLUMN token_id TEXT REFERENCES tokens(id) ON DELETE CASCADE
     """,
+    # v3: custom domains. Claims are per (domain, user) until one is verified, so an unverified claim
+    # cannot squat a domain; at most one verified claim per domain (the partial unique index).
+    """
+    CREATE TABLE domains (
+        domain TEXT NOT NULL,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        challenge TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        verified_at REAL,
+        PRIMARY KEY (domain, user_id)
+    );
+    CREATE UNIQUE INDEX domains_verified ON domains (domain) WHERE verified_at IS NOT NULL;
+    -- What `relay serve` runs with, for admin commands that print it (the CNAME target).
+    CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)
+    """,
 )
 
 
@@ -110,6 +125,20 @@ class KeyInfo:
     public_key: str
     comment: str
     created_at: float
+
+
+@dataclass(frozen=True)
+class DomainClaim:
+    domain: str
+    user: str
+    user_id: int
+    challenge: str
+    created_at: float
+    verified_at: float | None
+
+    @property
+    def verified(self) -> bool:
+        return self.verified_at is not None
 
 
 @dataclass(frozen=True)
@@ -401,6 +430,94 @@ class Store:
             cur = db.execute("DELETE FROM names WHERE name = ?", (name,))
         if cur.rowcount == 0:
             raise NotFound(f"name {name!r} is not owned")
+
+    # -- settings recorded by the running relay ------------------------------------------------
+
+    def record_relay_domain(self, domain: str) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO settings (key, value) VALUES ('domain', ?)", (domain,))
+
+    def relay_domain(self) -> str:
+        """The domain the relay last ran with (``localhost`` before its first start)."""
+        row = self._db.execute("SELECT value FROM settings WHERE key = 'domain'").fetchone()
+        return str(row[0]) if row else "localhost"
+
+    # -- custom domains ------------------------------------------------------------------------
+
+    def add_domain(self, domain: str, user: str, challenge: str) -> DomainClaim:
+        """Record ``user``'s claim of ``domain`` (the existing claim if they made one already).
+
+        Refused when another user has verified the domain. ``domain`` must already be validated.
+        """
+        owner = self.get_user(user)
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT u.name FROM domains d JOIN users u ON u.id = d.user_id "
+                "WHERE d.domain = ? AND d.verified_at IS NOT NULL AND d.user_id != ?",
+                (domain, owner.id),
+            ).fetchone()
+            if row is not None:
+                raise Conflict(f"domain {domain} is already verified by another user")
+            db.execute(
+                "INSERT OR IGNORE INTO domains (domain, user_id, challenge, created_at) VALUES (?, ?, ?, ?)",
+                (domain, owner.id, challenge, time.time()),
+            )
+        claim = self.domain_claim(domain, user)
+        assert claim is not None
+        return claim
+
+    def domain_claim(self, domain: str, user: str) -> DomainClaim | None:
+        claims = self.list_domains(user, domain)
+        return claims[0] if claims else None
+
+    def list_domains(self, user: str | None = None, domain: str | None = None) -> list[DomainClaim]:
+        query = (
+            "SELECT d.domain, u.name, u.id, d.challenge, d.created_at, d.verified_at "
+            "FROM domains d JOIN users u ON u.id = d.user_id WHERE 1"
+        )
+        params: list[object] = []
+        if user is not None:
+            self.get_user(user)
+            query += " AND u.name = ?"
+            params.append(user)
+        if domain is not None:
+            query += " AND d.domain = ?"
+            params.append(domain)
+        rows = self._db.execute(query + " ORDER BY d.domain, u.name", params)
+        return [DomainClaim(*r) for r in rows]
+
+    def mark_domain_verified(self, domain: str, user_id: int) -> None:
+        try:
+            with self._tx() as db:
+                cur = db.execute(
+                    "UPDATE domains SET verified_at = ? WHERE domain = ? AND user_id = ?",
+                    (time.time(), domain, user_id),
+                )
+                if cur.rowcount == 0:
+                    raise NotFound(f"no claim of {domain} to verify")
+                # The domain is proved to be this user's: other users' pending claims are void.
+                db.execute("DELETE FROM domains WHERE domain = ? AND user_id != ?", (domain, user_id))
+        except sqlite3.IntegrityError:
+            raise Conflict(f"domain {domain} is already verified by another user") from None
+
+    def verified_domain_owner(self, domain: str) -> int | None:
+        row = self._db.execute(
+            "SELECT user_id FROM domains WHERE domain = ? AND verified_at IS NOT NULL", (domain,)
+        ).fetchone()
+        return int(row[0]) if row else None
+
+    def remove_domain(self, domain: str, user: str | None = None) -> int:
+        """Drop the claims of ``domain`` (only ``user``'s if given); returns how many were removed."""
+        query = "DELETE FROM domains WHERE domain = ?"
+        params: list[object] = [domain]
+        if user is not None:
+            query += " AND user_id = ?"
+            params.append(self.get_user(user).id)
+        with self._tx() as db:
+            cur = db.execute(query, params)
+        if cur.rowcount == 0:
+            raise NotFound(f"no claim of domain {domain}" + (f" by {user}" if user else ""))
+        return int(cur.rowcount)
 
     # -- sessions ----------------------------------------------------------------------------
 
