@@ -112,6 +112,8 @@ class RelayService:
                 cfg.bind,
                 cfg.https_port,
                 ssl=certs.default,
+                # A TLS handshake that drags on is a slowloris before the head: same deadline.
+                ssl_handshake_timeout=lim.http_head_timeout,
                 limit=lim.http_max_head_bytes,
                 reuse_address=True,
             )
