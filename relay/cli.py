@@ -177,6 +177,11 @@ def serve(
         level=log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("asyncssh").setLevel(logging.WARNING)
+    # The relay logs one line per request: skip the thread/process lookups every record would make
+    # (none of them is in the format; the relay is one thread in one process).
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     try:
         if domain is None:
             domain = PublicUrl.parse(public_url).domain if public_url else "localhost"

@@ -51,6 +51,10 @@ from .tunnels import Registry, Stream, Tunnel
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("relay.access")
 
+#: Response bodies up to this size are read whole and sent with their head in one write (most
+#: responses of an app are small; a second send() per response costs more than the copy).
+SMALL_BODY = 16 * 1024
+
 
 class _Abort(Exception):
     """Stop serving this visitor connection (already answered, or nothing sensible to answer)."""
@@ -430,6 +434,13 @@ class Proxy:
 
     async def _read_response_head(self, stream: Stream, body_task: asyncio.Task[int] | None) -> bytes:
         """The next response head; fails fast if the visitor's body upload breaks meanwhile."""
+        if body_task is None:
+            # The common case (no request body): one read under a deadline, no extra task.
+            try:
+                async with Deadline(self.limits.upstream_response_timeout):
+                    return await stream.reader.readuntil(b"\r\n\r\n")
+            except (TimeoutError, asyncio.TimeoutError):
+                raise RelayError("the backend did not answer in time", status=504) from None
         head_task = asyncio.ensure_future(stream.reader.readuntil(b"\r\n\r\n"))
         waiting: set[asyncio.Future[object]] = {head_task}  # type: ignore[arg-type]
         if body_task is not None and not body_task.done():
@@ -511,17 +522,38 @@ class Proxy:
             out_headers = [(k, v) for k, v in out_headers if k.lower() != "connection"]
             out_headers.append(("Connection", "close"))
         out = serialise_response(resp, out_headers)
-        writer.write(out)
         sent = len(out)
         idle = self.limits.stream_idle_timeout
         try:
-            if framing is Framing.LENGTH:
+            if framing is Framing.LENGTH and length <= SMALL_BODY:
+                # A small body goes out with its head in one write: one send() per response.
+                try:
+                    async with Deadline(idle):
+                        body = await stream.reader.readexactly(length)
+                except (asyncio.IncompleteReadError, TimeoutError, asyncio.TimeoutError) as exc:
+                    # Nothing reached the visitor yet: say what happened instead of a short 200.
+                    stream.close()
+                    sent = 0
+                    stalled = not isinstance(exc, asyncio.IncompleteReadError)
+                    conn.note = "backend body stalled" if stalled else "backend body truncated"
+                    why = "stopped sending its response" if stalled else "cut its response short"
+                    reply = Reply.error(504 if stalled else 502, f"the backend {why}", html=html)
+                    return await self._answer(conn, head, reply, close=True)
+                writer.write(out + body)
+                sent += length
+                async with Deadline(idle):
+                    await writer.drain()
+            elif framing is Framing.LENGTH:
+                writer.write(out)
                 sent += await copy_exact(stream.reader, writer, length, idle=idle)
             elif framing is Framing.CHUNKED:
+                writer.write(out)
                 sent += await copy_chunked(stream.reader, writer, idle=idle)
             elif framing is Framing.CLOSE:
+                writer.write(out)
                 sent += await copy_until_eof(stream.reader, writer, idle=idle)
             else:
+                writer.write(out)
                 async with Deadline(idle):
                     await writer.drain()
         except (Truncated, TimeoutError, asyncio.TimeoutError):

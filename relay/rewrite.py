@@ -46,6 +46,8 @@ def cookie_value(headers: Headers, name: str) -> str | None:
 
 
 def is_trusted(peer_ip: str, trusted: Sequence[IPNetwork]) -> bool:
+    if not trusted:
+        return False  # the usual case, on every request: no address parsing
     try:
         addr = ipaddress.ip_address(peer_ip)
     except ValueError:

@@ -170,12 +170,46 @@ def split_token(token: str) -> tuple[str, str] | None:
     return TOKEN_PREFIX + token_id, secret
 
 
+#: Most credentials the read cache holds before it starts over (a flood of distinct valid tokens is
+#: not a real workload; this only bounds memory).
+_CACHE_MAX = 4096
+
+
 class Store:
-    """A connection to ``DATA_DIR/relay.db``. One per process; not shared across threads."""
+    """A connection to ``DATA_DIR/relay.db``. One per process; not shared across threads.
+
+    Credential lookups run on every visitor request, so their positive answers are cached. The cache
+    is dropped whenever the database changes: on this connection's own writes, and on any other
+    process's commit (``relay token revoke`` ...), which SQLite reports through ``PRAGMA
+    data_version``, a counter read without touching a table. A revoked token is therefore refused on
+    the very next request, exactly as without the cache.
+    """
 
     def __init__(self, db: sqlite3.Connection, path: Path) -> None:
         self._db = db
         self.path = path
+        self._cache: dict[bytes, tuple[User, float | None]] = {}
+        self._cache_version = -1
+
+    def _cached(self, key: bytes, now: float) -> User | None:
+        version = self._db.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._cache_version:
+            self._cache.clear()
+            self._cache_version = version
+            return None
+        hit = self._cache.get(key)
+        if hit is None:
+            return None
+        user, expires_at = hit
+        if expires_at is not None and now >= expires_at:
+            del self._cache[key]
+            return None
+        return user
+
+    def _remember(self, key: bytes, user: User, expires_at: float | None) -> None:
+        if len(self._cache) >= _CACHE_MAX:
+            self._cache.clear()
+        self._cache[key] = (user, expires_at)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -229,6 +263,7 @@ class Store:
             self._db.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
             raise StoreError(f"{self.path} is busy or unwritable: {exc}") from exc
+        self._cache.clear()  # this connection's own writes do not move data_version
         try:
             yield self._db
         except BaseException:
@@ -334,6 +369,11 @@ class Store:
         if parts is None:
             return None
         token_id, secret = parts
+        now = time.time() if now is None else now
+        key = b"t" + _hash(token)
+        cached = self._cached(key, now)
+        if cached is not None:
+            return cached
         row = self._db.execute(
             "SELECT t.hash, t.expires_at, u.id, u.name, u.is_admin, u.created_at "
             "FROM tokens t JOIN users u ON u.id = t.user_id WHERE t.id = ?",
@@ -344,10 +384,11 @@ class Store:
         stored, expires_at, *user = row
         if not hmac.compare_digest(stored, _hash(secret)):
             return None
-        now = time.time() if now is None else now
         if expires_at is not None and now >= expires_at:
             return None
-        return User(user[0], user[1], bool(user[2]), user[3], credential=token_id)
+        found = User(user[0], user[1], bool(user[2]), user[3], credential=token_id)
+        self._remember(key, found, expires_at)
+        return found
 
     def credential_alive(self, credential: str, *, now: float | None = None) -> bool:
         """Is the token or key a connection logged in with still valid (not revoked, expired, removed)?"""
@@ -541,12 +582,21 @@ class Store:
     def session_user(self, sid: str, host: str) -> User | None:
         if not sid or len(sid) > 100:
             return None
+        now = time.time()
+        key = b"s" + _hash(f"{host} {sid}")
+        cached = self._cached(key, now)
+        if cached is not None:
+            return cached
         row = self._db.execute(
-            "SELECT u.id, u.name, u.is_admin, u.created_at, s.token_id FROM sessions s "
+            "SELECT u.id, u.name, u.is_admin, u.created_at, s.token_id, s.expires_at FROM sessions s "
             "JOIN users u ON u.id = s.user_id WHERE s.hash = ? AND s.host = ? AND s.expires_at > ?",
-            (_hash(sid), host, time.time()),
+            (_hash(sid), host, now),
         ).fetchone()
-        return User(row[0], row[1], bool(row[2]), row[3], credential=row[4] or "") if row else None
+        if row is None:
+            return None
+        found = User(row[0], row[1], bool(row[2]), row[3], credential=row[4] or "")
+        self._remember(key, found, row[5])
+        return found
 
     def delete_session(self, sid: str) -> None:
         with self._tx() as db:

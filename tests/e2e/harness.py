@@ -577,7 +577,8 @@ class HostileBackend:
     ``/ok`` answers properly (keep-alive); ``/never`` never answers; ``/garbage`` sends no HTTP;
     ``/big-head`` a 200 KB response head; ``/cl-te`` and ``/dup-cl`` conflicting framing;
     ``/truncate`` dies mid-body; ``/hangup`` closes after reading the request; ``/stall-body`` sends
-    its head and a little of its body, then nothing. Every request is recorded with the number of
+    its head and a little of its body, then nothing. The ``-small`` forms do the same with a body
+    small enough for the relay to send whole with its head. Every request is recorded with the number of
     the backend connection (one per SSH channel) that carried it.
     """
 
@@ -632,8 +633,11 @@ class HostileBackend:
                     writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 30\r\n\r\nok")
                 elif action == "truncate":
                     writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"t" * 1000)
-                elif action == "stall-body":
-                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"s" * 10)
+                elif action == "truncate-small":
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"t" * 10)
+                elif action in ("stall-body", "stall-small"):
+                    size = 100_000 if action == "stall-body" else 1000
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size + b"s" * 10)
                     await writer.drain()
                     await asyncio.sleep(3600)
                 await writer.drain()

@@ -203,7 +203,18 @@ async def test_truncated_body_closes_the_visitor_connection(relay: RelayProcess,
 async def test_stalled_response_body_is_closed(relay: RelayProcess, site: Site) -> None:
     out, closed = await exchange(relay, site.request("/stall-body"))
     assert statuses(out) == [200] and closed  # stream_idle_timeout
-    assert len(out.partition(b"\r\n\r\n")[2]) < 1000
+    assert len(out.partition(b"\r\n\r\n")[2]) < 100_000
+
+
+async def test_a_small_body_cut_or_stalled_before_anything_was_sent_is_an_error(
+    relay: RelayProcess, site: Site
+) -> None:
+    # A small body is sent with its head in one write, so nothing has reached the visitor yet when
+    # the backend fails: it gets an honest error status instead of a short 200.
+    out, closed = await exchange(relay, site.request("/truncate-small", close=False) + site.request("/ok"))
+    assert statuses(out) == [502] and closed
+    out, closed = await exchange(relay, site.request("/stall-small"))
+    assert statuses(out) == [504] and closed
 
 
 async def test_backend_hangup_gives_502_and_the_request_is_not_retried(

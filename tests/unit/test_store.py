@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -490,3 +491,51 @@ def test_revoking_a_token_ends_its_sessions_and_marks_it_dead(tmp_path: Path) ->
     assert store.session_user(sid, "lab.localhost") is None
     assert not store.credential_alive(info.id)
     assert not store.credential_alive("key:12345")
+
+
+# -- the credential cache ----------------------------------------------------------------------------
+
+
+def test_a_token_revoked_by_another_process_is_refused_on_the_next_lookup(
+    store: Store, data_dir: Path
+) -> None:
+    store.add_user("carol")
+    info, token = store.create_token("carol")
+    assert store.verify_token(token) is not None
+    assert store.verify_token(token) is not None  # now answered from the cache
+    other = Store.open(data_dir)  # what `relay token revoke` does: another connection
+    try:
+        other.revoke_token(info.id)
+    finally:
+        other.close()
+    assert store.verify_token(token) is None
+
+
+def test_own_writes_and_expiry_drop_cached_credentials(store: Store) -> None:
+    store.add_user("dave")
+    info, token = store.create_token("dave", expires_at=time.time() + 3600)
+    assert store.verify_token(token) is not None
+    assert store.verify_token(token, now=time.time() + 7200) is None  # expired while cached
+    store.revoke_token(info.id)
+    assert store.verify_token(token) is None
+    user = store.get_user("dave")
+    sid = store.create_session(user, "dave.localhost", 60)
+    assert store.session_user(sid, "dave.localhost") is not None
+    assert store.session_user(sid, "other.localhost") is None  # sessions stay bound to their host
+    store.delete_session(sid)
+    assert store.session_user(sid, "dave.localhost") is None
+
+
+def test_a_session_deleted_by_another_process_is_refused(store: Store, data_dir: Path) -> None:
+    store.add_user("erin")
+    info, token = store.create_token("erin")
+    user = store.verify_token(token)
+    assert user is not None
+    sid = store.create_session(user, "erin.localhost", 60)
+    assert store.session_user(sid, "erin.localhost") is not None
+    other = Store.open(data_dir)
+    try:
+        other.revoke_token(info.id)  # revoking the token ends the sessions made with it
+    finally:
+        other.close()
+    assert store.session_user(sid, "erin.localhost") is None
