@@ -29,7 +29,7 @@ SERVER_LABELS = {
     "sshd": "sshd (classic), per connection: summed PSS",
     "relay": "relay, per tunnel: RSS",
 }
-ROW_ORDER = (*ORDER, "sshd", "relay")
+ROW_ORDER = ("direct-local", *ORDER, "sshd", "relay")
 
 
 def metrics(big_mib: int, connections: int, idle: tuple[int, int], delay_ms: int) -> list[Metric]:

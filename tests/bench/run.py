@@ -1,6 +1,6 @@
 """The benchmark of issue 5: every stack, every workload, interleaved over rounds, one Markdown table.
 
-    python -m tests.bench.run [--quick] [--rounds N] [--out FILE] [--no-lab]
+    python -m tests.bench.run [--quick] [--rounds N] [--out FILE] [--lab | --no-lab]
 
 ``--quick`` (about a minute, run in CI) uses small sizes and one round, skips the JupyterLab load,
 and checks that every stack served the right bytes; it never judges a speed. Loopback only."""
@@ -174,13 +174,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes, one round, no Lab (CI)")
     parser.add_argument("--rounds", type=int, help="interleaved rounds (default: 3, or 1 with --quick)")
     parser.add_argument("--out", type=Path, help="also write the report to this file")
-    parser.add_argument("--no-lab", action="store_true", help="skip the JupyterLab page load")
+    parser.add_argument(
+        "--lab",
+        action=argparse.BooleanOptionalAction,
+        help="measure the JupyterLab page load (default: yes, or no with --quick)",
+    )
     args = parser.parse_args(argv)
     profile = QUICK if args.quick else FULL
     rounds = args.rounds or profile.rounds
     profile = Profile(**{**profile.__dict__, "rounds": rounds})
     started = time.monotonic()
-    results = asyncio.run(run(profile, lab=profile.lab and not args.no_lab))
+    results = asyncio.run(run(profile, lab=profile.lab if args.lab is None else args.lab))
     command = shlex.join(["python", "-m", "tests.bench.run", *(argv if argv is not None else sys.argv[1:])])
     metric_list = report.metrics(
         profile.big_mib,

@@ -33,6 +33,8 @@ LABELS = {
     "classic-pty": "classic, client with a pty (`ssh -tt -R`)",
     "relay-ssh": "relay + OpenSSH `ssh -tt -R`",
     "relay-client": "relay + `relay-client`",
+    # Only in the wide-area case: the browser straight to Lab, no delay (its own rendering time).
+    "direct-local": "direct, without the delay (the browser's own time)",
 }
 REFERENCE = "classic"
 REFERENCE_PTY = "classic-pty"

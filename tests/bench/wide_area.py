@@ -1,6 +1,7 @@
 """The wide-area case: JupyterLab published through every stack while each SSH client reaches its
 server through its own delaying proxy (50 ms each way), and "direct" is the browser reaching Lab
-through such a proxy too: the same delayed link, without a tunnel."""
+through such a proxy too: the same delayed link, without a tunnel. "direct-local" (no delay at all)
+shows how much of a load is the browser's own work on this machine."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from playwright.async_api import Browser
 
 from . import lab_load
 from .backends import start_lab
+from .http_client import Endpoint
 from .processes import free_port, spawn, wait_listening
 from .stacks import Servers, Stack, start_stacks
 
@@ -49,6 +51,7 @@ async def start_wide_area(servers: Servers, work: Path, cleanup: contextlib.Asyn
         "sshd": await _delaying_proxy("sshd", servers.sshd.port, work, cleanup),
     }
     stacks = await start_stacks(servers, lab.port, (lab.path(), None), cleanup, prefix="lab-", via=via)
+    stacks.insert(0, Stack("direct-local", Endpoint(lab.port, f"127.0.0.1:{lab.port}")))
     browser = await cleanup.enter_async_context(lab_load.chromium())
     wide = WideArea(browser, stacks, lab.path())
     # Lab's own first-load work (and each path's first use) is not what is measured.
