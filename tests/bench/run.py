@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import shlex
 import sys
 import tempfile
@@ -186,7 +187,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     profile = QUICK if args.quick else FULL
     rounds = args.rounds or profile.rounds
-    profile = Profile(**{**profile.__dict__, "rounds": rounds})
+    profile = dataclasses.replace(profile, rounds=rounds)
     started = time.monotonic()
     results = asyncio.run(run(profile, lab=profile.lab if args.lab is None else args.lab))
     command = shlex.join(["python", "-m", "tests.bench.run", *(argv if argv is not None else sys.argv[1:])])

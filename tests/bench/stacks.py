@@ -47,10 +47,6 @@ class Stack:
     key: str
     endpoint: Endpoint
 
-    @property
-    def label(self) -> str:
-        return LABELS[self.key]
-
 
 @dataclass
 class Servers:
