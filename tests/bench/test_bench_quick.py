@@ -1,0 +1,44 @@
+"""The benchmark keeps working: ``python -m tests.bench.run --quick`` runs every stack and workload,
+checks the bytes each stack served (it exits non-zero otherwise), and reports a figure for each. No
+speed is asserted: CI machines vary, and the ratios belong to docs/performance.md."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.bench.report import SERVER_LABELS
+from tests.bench.stacks import LABELS, ORDER, TUNNELS
+
+ROOT = Path(__file__).resolve().parents[2]
+#: Figures every stack reports in the quick run: bulk, small req/s, p50, p99, new connections/s,
+#: WebSocket p50, p99 and messages/s.
+VISITOR_FIGURES = 8
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(240)
+def test_quick_benchmark_reports_every_stack(tmp_path: Path) -> None:
+    out = tmp_path / "bench.md"
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.bench.run", "--quick", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=200,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    text = out.read_text()
+    assert text.strip() in proc.stdout
+    rows = [line for line in text.splitlines() if line.startswith("| ")]
+    for key in ORDER:
+        figures = [row for row in rows if f"| {LABELS[key]} |" in row]
+        expected = VISITOR_FIGURES + (1 if key in TUNNELS else 0)  # + time to URL
+        assert len(figures) == expected, (key, figures)
+        assert all("| 0 |" not in row and "| 0.00 |" not in row for row in figures), figures
+    for label in SERVER_LABELS.values():
+        assert any(f"| {label} |" in row for row in rows), label
+    assert "cores:" in text and "OpenSSH" in text
