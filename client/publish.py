@@ -7,10 +7,13 @@ import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .config import HostKeyPins
 from .connect import TunnelClient, TunnelSpec
-from .lab import LabServer
+
+if TYPE_CHECKING:
+    from .lab import LabServer
 
 
 @dataclass
@@ -35,7 +38,12 @@ class Publisher:
         self.spec = spec
         self.pins = pins
         self.events = events
-        self.lab = LabServer(notebook_dir) if lab else None
+        self.lab: LabServer | None = None
+        if lab:
+            # Imported only for --lab: it pulls in aiohttp, ~130 ms of the time to a URL otherwise.
+            from .lab import LabServer
+
+            self.lab = LabServer(notebook_dir)
         self.lab_log = lab_log
         self.client: TunnelClient | None = None
         self._task: asyncio.Task[None] | None = None
