@@ -158,7 +158,14 @@ async def _idle_memory(work: Path, target: int, profile: Profile, results: Resul
     """On a fresh relay and a fresh sshd, so no earlier workload's allocations blur the figure."""
     relay_dir = work / "relay-idle"
     relay_dir.mkdir(mode=0o700)
-    relay = start_relay(relay_dir)
+    # One user holding a thousand connections from one address is this measurement's point, not an
+    # attack: lift the relay's per-user and per-address caps (docs/security.md) for it.
+    caps = [
+        f"ssh_max_connections_per_user={profile.idle_relay + 100}",
+        f"ssh_max_unauthenticated_per_address={2 * idle_tunnels.CONCURRENT_LOGINS}",
+        f"ssh_max_unauthenticated={4 * idle_tunnels.CONCURRENT_LOGINS}",
+    ]
+    relay = start_relay(relay_dir, extra=[arg for cap in caps for arg in ("--limit", cap)])
     try:
         token = relay.add_user("idle")
         argv = ["--port", str(relay.ssh_port), "--user", "idle", "--target", str(target)]
