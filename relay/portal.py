@@ -145,6 +145,15 @@ class Portal:
             return "." not in host[: -len(suffix)]
         return self.store.verified_domain_owner(host) is not None
 
+    def serves(self, host: str) -> bool:
+        """Is ``host`` one the relay serves: its own, an owned ``NAME.DOMAIN``, a verified domain?"""
+        return certificate_allowed(
+            host,
+            relay_domain=self.public.domain,
+            name_owned=lambda name: self.store.name_owner(name) is not None,
+            domain_verified=lambda domain: self.store.verified_domain_owner(domain) is not None,
+        )
+
     def tls_ask(self, head: RequestHead) -> Reply:
         """Caddy's on-demand TLS asks before it requests a certificate: yes only for hosts we serve."""
         if head.method not in ("GET", "HEAD"):
@@ -152,13 +161,7 @@ class Portal:
         host = query_params(head.query).get("domain", "")
         if not host:
             return Reply.error(400, "expected ?domain=HOST", html=False)
-        allowed = certificate_allowed(
-            host,
-            relay_domain=self.public.domain,
-            name_owned=lambda name: self.store.name_owner(name) is not None,
-            domain_verified=lambda domain: self.store.verified_domain_owner(domain) is not None,
-        )
-        if not allowed:
+        if not self.serves(host):
             emit(log, logging.INFO, "tls.ask_refused", host=host)
             return Reply.json(404, {"domain": host[:253], "allowed": False})
         return Reply.json(200, {"domain": host, "allowed": True})

@@ -358,13 +358,7 @@ class Proxy:
         return Reply.error(403, "your relay user may not open this tunnel", html=html)
 
     def _no_tunnel(self, host: str, html: bool) -> Reply:
-        suffix = "." + self.public.domain
-        if host.endswith(suffix):
-            name = host[: -len(suffix)]
-            known = "." not in name and self.store.name_owner(name) is not None
-        else:
-            known = self.store.verified_domain_owner(host) is not None
-        if known:
+        if host != self.public.domain and self.portal.serves(host):
             return Reply.error(502, f"the tunnel {host} is offline: its client is not connected", html=html)
         return Reply.error(404, f"no tunnel at {host}", html=html)
 

@@ -6,7 +6,6 @@ as a person's bookmark would (one local 303, which sets the session cookie)."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,20 +14,10 @@ from urllib.parse import quote
 
 from playwright.async_api import Browser, Request, async_playwright
 
+from tests.e2e.harness import CHROMIUM, CHROMIUM_FLAGS
+
 from .http_client import Endpoint
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-#: The e2e browser test's flags (tests/e2e/test_browser.py): headless in a container, no side traffic.
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-]
 #: Rendered once Lab's plugins are up and it has listed its kernels: the page is usable.
 READY_SELECTOR = ".jp-LauncherCard"
 #: Seconds without any request in flight after which the page counts as loaded.

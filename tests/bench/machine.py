@@ -10,8 +10,9 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from tests.e2e.harness import CHROMIUM
+
 from .classic import SSH
-from .lab_load import CHROMIUM
 from .nginx import NGINX
 from .wrk import WRK
 

@@ -24,6 +24,19 @@ from aiohttp import WSMsgType, web
 from relay.store import Store
 
 SSH = shutil.which("ssh") or "ssh"
+#: Debian's Chromium, driven by Playwright (it never downloads a browser), and the flags it needs
+#: headless in a container with no side traffic: the browser test and the benchmark's Lab load.
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 
 
 @dataclass

@@ -4,25 +4,12 @@ JupyterLab, run a cell, see its output."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from playwright.async_api import async_playwright, expect
 
 from .conftest import unique_name
-from .harness import RelayProcess, start_client
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-]
+from .harness import CHROMIUM, CHROMIUM_FLAGS, RelayProcess, start_client
 
 
 async def test_browser_login_then_lab_runs_a_cell(relay: RelayProcess, workdir: Path) -> None:
