@@ -26,6 +26,7 @@ from .logfmt import emit
 from .names import claim_refusal, domain_bind_refusal, resolve_bind
 from .protocol import EXEC_TUNNELS, SSH_ENCRYPTION_ALGS, TUNNEL_PORTS
 from .ssh_commands import EXEC_DOMAIN, USAGE, run_domain_command
+from .ssh_tuning import tune_channel, tune_connection
 from .store import Store, User
 from .tunnels import Registry, Stream, Tunnel
 
@@ -111,6 +112,7 @@ class RelaySSHServer(asyncssh.SSHServer):
             raise AdmissionRefused(why)
         self._pending_auth = True
         self.ctx.connections.add(self)
+        tune_connection(conn)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._pending_auth:
@@ -244,6 +246,7 @@ class RelaySSHServer(asyncssh.SSHServer):
 
         async def open_stream() -> Stream:
             reader, writer = await conn.open_connection(listen_host, listen_port, "127.0.0.1", 0)
+            tune_channel(writer.channel)
             return Stream(reader, writer)
 
         tunnel = Tunnel(

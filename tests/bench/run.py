@@ -46,7 +46,7 @@ class Profile:
 
 
 FULL = Profile(
-    rounds=3,
+    rounds=5,
     big_mib=256,
     sizes=workloads.Sizes(wrk_seconds=10, connections=50, ws_round_trips=2000, ws_messages=20000),
     url_attempts=3,
@@ -106,16 +106,22 @@ class Testbed:
         order = _rotated(self.stacks, r)
         sizes = self.profile.sizes
         for stack in order:
-            results.add(r, stack.key, await workloads.bulk(stack.endpoint, self.files, self.downloader))
+            results.add(
+                r, stack.key, await workloads.bulk(stack.endpoint, self.files, self.downloader, stack.sides)
+            )
         say(f"round {r + 1}: bulk: " + _latest(results, "bulk_mb_s", ORDER, r))
         for stack in order:
-            results.add(r, stack.key, await workloads.small(stack.endpoint, sizes))
+            results.add(r, stack.key, await workloads.small(stack.endpoint, sizes, stack.sides))
         say(f"round {r + 1}: small: " + _latest(results, "small_req_s", ORDER, r))
+        say(f"round {r + 1}: server CPU µs per request: " + _latest(results, "small_cpu_us", ORDER, r))
         for stack in order:
-            results.add(r, stack.key, await workloads.new_connections(stack.endpoint, sizes))
+            results.add(r, stack.key, await workloads.one_visitor(stack.endpoint, sizes))
+        say(f"round {r + 1}: one visitor p50 ms: " + _latest(results, "one_p50_ms", ORDER, r))
+        for stack in order:
+            results.add(r, stack.key, await workloads.new_connections(stack.endpoint, sizes, stack.sides))
         say(f"round {r + 1}: new connections: " + _latest(results, "new_conn_s", ORDER, r))
         for stack in order:
-            results.add(r, stack.key, await workloads.websocket(stack.endpoint, sizes))
+            results.add(r, stack.key, await workloads.websocket(stack.endpoint, sizes, stack.sides))
         say(f"round {r + 1}: WebSocket: " + _latest(results, "ws_msg_s", ORDER, r))
 
 

@@ -19,6 +19,7 @@ from tests.e2e.harness import RelayProcess, client_argv, client_env, ssh_args, s
 
 from . import nginx
 from .classic import CIPHER, Sshd, start_forward, start_sshd
+from .cpu import Sides
 from .http_client import Endpoint, wait_working
 from .processes import Child, free_port, spawn
 
@@ -46,6 +47,8 @@ TUNNELS = ORDER[1:]
 class Stack:
     key: str
     endpoint: Endpoint
+    #: Whose CPU a workload on this stack counts (none for the direct rows: no tunnel to weigh).
+    sides: Sides | None = None
 
 
 @dataclass
@@ -118,16 +121,18 @@ async def open_stack(
         front = await nginx.start_front(servers.work / f"nginx-{name}", port, remote, servers.work)
         cleanup.callback(front.stop)
         endpoint = Endpoint(port, f"127.0.0.1:{port}")
+        server: tuple[int, ...] = (servers.sshd.child.pid, front.pid)
     else:
         remote = 0
         endpoint = relay_endpoint(servers, name)
+        server = (servers.relay.proc.pid,)
     child = spawn_tunnel(servers, kind, name, target, remote=remote, via=via)
     cleanup.callback(child.stop)
     try:
         await wait_working(endpoint, *probe)
     except TimeoutError as exc:
         raise RuntimeError(f"{kind} tunnel did not come up: {exc}\n{child.log_tail()}") from None
-    return Stack(kind, endpoint)
+    return Stack(kind, endpoint, Sides(server, (child.pid,)))
 
 
 async def start_stacks(

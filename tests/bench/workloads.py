@@ -12,6 +12,7 @@ import aiohttp
 
 from . import wrk
 from .backends import BIG_PATH, SMALL_BODY, SMALL_PATH, WS_PATH, Files
+from .cpu import CpuMeter, CpuUse, Sides, per_unit
 from .http_client import Downloader, Endpoint, fetch
 
 
@@ -35,11 +36,24 @@ WS_WINDOW = 64
 WS_PAYLOAD = 64
 
 
-async def bulk(endpoint: Endpoint, files: Files, downloader: Downloader) -> dict[str, float]:
-    got = await downloader.aget(endpoint, BIG_PATH)
+def _meter(sides: Sides | None) -> CpuMeter:
+    # The direct rows have no tunnel: an empty tree weighs nothing and reports nothing.
+    return CpuMeter(sides or Sides((), ()))
+
+
+async def bulk(
+    endpoint: Endpoint, files: Files, downloader: Downloader, sides: Sides | None = None
+) -> dict[str, float]:
+    with _meter(sides) as use:
+        got = await downloader.aget(endpoint, BIG_PATH)
     if got.status != 200 or got.length != files.big_size or got.sha256 != files.big_sha256:
         raise WrongBytes(f"download: status {got.status}, {got.length} bytes, sha256 {got.sha256[:16]}…")
-    return {"bulk_mb_s": got.mb_per_s}
+    figures = {"bulk_mb_s": got.mb_per_s}
+    if sides is not None:
+        mb = got.length / 1e6
+        figures["bulk_mb_per_cpu_s"] = mb / use.server_s if use.server_s else 0.0
+        figures["bulk_mb_per_client_cpu_s"] = mb / use.client_s if use.client_s else 0.0
+    return figures
 
 
 async def check_small(endpoint: Endpoint) -> None:
@@ -54,32 +68,56 @@ def _checked(result: wrk.WrkResult, what: str) -> wrk.WrkResult:
     return result
 
 
-async def small(endpoint: Endpoint, sizes: Sizes) -> dict[str, float]:
+def _cpu_figures(use: CpuUse, units: float, prefix: str, sides: Sides | None) -> dict[str, float]:
+    if sides is None:
+        return {}
+    figures = per_unit(use, units, prefix)
+    if use.server_s > 0:
+        figures[f"{prefix}_per_core"] = units / use.server_s  # requests per second of one server core
+    return figures
+
+
+async def small(endpoint: Endpoint, sizes: Sizes, sides: Sides | None = None) -> dict[str, float]:
     """wrk over ``sizes.connections`` keep-alive connections; the body is checked once beforehand."""
     await check_small(endpoint)
+    with _meter(sides) as use:
+        result = _checked(
+            await wrk.run(endpoint, SMALL_PATH, connections=sizes.connections, seconds=sizes.wrk_seconds),
+            "small requests",
+        )
+    return {
+        "small_req_s": result.req_per_s,
+        "small_p50_ms": result.p50_ms,
+        "small_p99_ms": result.p99_ms,
+        **_cpu_figures(use, result.requests, "small", sides),
+    }
+
+
+async def one_visitor(endpoint: Endpoint, sizes: Sizes) -> dict[str, float]:
+    """One keep-alive connection, one request at a time: the latency a lone Lab user sees."""
     result = _checked(
-        await wrk.run(endpoint, SMALL_PATH, connections=sizes.connections, seconds=sizes.wrk_seconds),
-        "small requests",
+        await wrk.run(endpoint, SMALL_PATH, connections=1, seconds=sizes.wrk_seconds / 2), "one visitor"
     )
-    return {"small_req_s": result.req_per_s, "small_p50_ms": result.p50_ms, "small_p99_ms": result.p99_ms}
+    return {"one_p50_ms": result.p50_ms, "one_p99_ms": result.p99_ms}
 
 
-async def new_connections(endpoint: Endpoint, sizes: Sizes) -> dict[str, float]:
+async def new_connections(endpoint: Endpoint, sizes: Sizes, sides: Sides | None = None) -> dict[str, float]:
     """wrk with ``Connection: close``: one new visitor connection per request."""
-    result = _checked(
-        await wrk.run(
-            endpoint,
-            SMALL_PATH,
-            connections=sizes.connections,
-            seconds=sizes.wrk_seconds / 2,
-            new_connections=True,
-        ),
-        "new connections",
-    )
-    return {"new_conn_s": result.req_per_s}
+    with _meter(sides) as use:
+        result = _checked(
+            await wrk.run(
+                endpoint,
+                SMALL_PATH,
+                connections=sizes.connections,
+                seconds=sizes.wrk_seconds / 2,
+                new_connections=True,
+            ),
+            "new connections",
+        )
+    return {"new_conn_s": result.req_per_s, **_cpu_figures(use, result.requests, "new_conn", sides)}
 
 
-async def websocket(endpoint: Endpoint, sizes: Sizes) -> dict[str, float]:
+async def websocket(endpoint: Endpoint, sizes: Sizes, sides: Sides | None = None) -> dict[str, float]:
     """Round trips one at a time (latency), then many in flight (messages/s); every echo is checked."""
     headers = {"Host": endpoint.host, **endpoint.headers}
     async with (
@@ -95,13 +133,18 @@ async def websocket(endpoint: Endpoint, sizes: Sizes) -> dict[str, float]:
             rtts.append((time.perf_counter() - started) * 1e3)
             if echo != payload:
                 raise WrongBytes(f"WebSocket echo {echo[:16]!r} for {payload[:16]!r}")
-        rate = await _ws_throughput(ws, sizes.ws_messages)
+        with _meter(sides) as use:
+            rate = await _ws_throughput(ws, sizes.ws_messages)
     rtts.sort()
-    return {
+    figures = {
         "ws_rtt_p50_ms": statistics.median(rtts),
         "ws_rtt_p99_ms": rtts[min(len(rtts) - 1, int(len(rtts) * 0.99))],
         "ws_msg_s": rate,
     }
+    if sides is not None:
+        # Each echo is two messages through the tunnel: the one sent and its echo.
+        figures.update(per_unit(use, 2 * sizes.ws_messages, "ws"))
+    return figures
 
 
 async def _ws_throughput(ws: aiohttp.ClientWebSocketResponse[bool], count: int) -> float:
