@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import BadRequest, Forbidden
-from .names import is_valid_hostname, normalise_host
+from .names import HostKind, classify_host, is_valid_hostname, normalise_host
 
 #: The label under which the ownership proof lives (like ACME's ``_acme-challenge``).
 CHALLENGE_LABEL = "_relay-challenge"
@@ -101,13 +101,12 @@ def certificate_allowed(
     normal = normalise_host(host)
     if normal is None or normal != host.strip().lower().removesuffix("."):
         return False  # ports, brackets and odd spellings are not certificate names
-    if normal == relay_domain:
+    kind = classify_host(normal, relay_domain)
+    if kind is HostKind.RELAY:
         return True
-    suffix = "." + relay_domain
-    if normal.endswith(suffix):
-        label = normal[: -len(suffix)]
-        return "." not in label and name_owned(label)
-    return domain_verified(normal)
+    if kind is HostKind.NAME:
+        return name_owned(normal[: -len(relay_domain) - 1])
+    return kind is HostKind.CUSTOM and domain_verified(normal)
 
 
 def sni_cert_paths(server_name: str, tls_dir: Path) -> tuple[Path, Path] | None:

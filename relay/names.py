@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from enum import Enum
 
 from .errors import BadRequest, Forbidden
 from .protocol import DEFAULT_BIND_ADDRESSES
@@ -71,6 +72,24 @@ def normalise_host(raw: str) -> str | None:
         return None
     host = host.removesuffix(".")
     return host if is_valid_hostname(host) else None
+
+
+class HostKind(Enum):
+    """What a (normalised) Host is to the relay: the one rule, used wherever a host is judged."""
+
+    RELAY = "relay"  # the relay's own host: the login origin
+    NAME = "name"  # NAME.DOMAIN, one label under the relay's domain: a tunnel name
+    NESTED = "nested"  # deeper under the relay's domain: never served
+    CUSTOM = "custom"  # anything else: served only as a verified custom domain
+
+
+def classify_host(host: str, relay_domain: str) -> HostKind:
+    if host == relay_domain:
+        return HostKind.RELAY
+    suffix = "." + relay_domain
+    if host.endswith(suffix):
+        return HostKind.NESTED if "." in host[: -len(suffix)] else HostKind.NAME
+    return HostKind.CUSTOM
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 from http.cookies import SimpleCookie
+from urllib.parse import parse_qsl, unquote_plus
 
 from .http1 import Headers
 from .protocol import RELAY_COOKIE_NAMES, TOKEN_HEADER
@@ -148,3 +149,17 @@ def session_cookie(name: str, value: str, *, secure: bool, max_age: int) -> str:
     if secure:
         morsel["secure"] = True
     return morsel.OutputString()
+
+
+def query_params(query: str) -> dict[str, str]:
+    """Decoded ``name=value`` pairs (first occurrence wins); never raises, whatever the visitor sent."""
+    params: dict[str, str] = {}
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        params.setdefault(name, value)
+    return params
+
+
+def without_param(query: str, name: str) -> str:
+    """``query`` with every ``name=...`` pair removed and the rest kept byte for byte."""
+    kept = [p for p in query.split("&") if p and unquote_plus(p.partition("=")[0]) != name]
+    return "&".join(kept)

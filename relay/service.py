@@ -19,10 +19,8 @@ from .datadir import DataDirLock, ensure_data_dir
 from .dnscheck import DnsChecker
 from .errors import StoreError
 from .logfmt import emit
-from .portal import Portal
 from .proxy import Proxy
-from .ssh_server import RelaySSHServer, SshContext, start_ssh_server
-from .sso import SsoCodes
+from .ssh import SshConnections, SshContext, start_ssh_server
 from .store import Store
 from .tls import CertificateSet
 from .tunnels import Registry, Tunnel
@@ -52,7 +50,7 @@ class RelayService:
         self._stop = asyncio.Event()
         self._servers: list[asyncio.AbstractServer] = []
         self._ssh: asyncssh.SSHAcceptor | None = None
-        self._connections: set[RelaySSHServer] = set()
+        self.ssh_connections = SshConnections()
         self._lock = DataDirLock(config.data_dir)
         self.store: Store | None = None
         self.proxy: Proxy | None = None
@@ -121,12 +119,11 @@ class RelayService:
             self.https_port = https.sockets[0].getsockname()[1]
         self.public = public = cfg.resolved_public_url(self.http_port, self.https_port)
         limiter = FailureLimiter(lim.auth_failure_limit, lim.auth_failure_window)
-        portal = Portal(store=store, registry=self.registry, public=public, sso=SsoCodes(), limiter=limiter)
         self.proxy = Proxy(
             registry=self.registry,
             store=store,
-            portal=portal,
             public=public,
+            limiter=limiter,
             trust_proxy=cfg.trust_proxy,
             limits=lim,
         )
@@ -135,7 +132,7 @@ class RelayService:
             registry=self.registry,
             public=public,
             limiter=limiter,
-            connections=self._connections,
+            connections=self.ssh_connections,
             dns=DnsChecker(cfg.dns_server),
             limits=lim,
         )
@@ -164,45 +161,10 @@ class RelayService:
                     emit(log, logging.WARNING, "store.stats_failed", error=exc)
 
     async def _recheck_credentials(self) -> None:
-        """Close SSH connections whose token was revoked or expired, or whose key or user was removed,
-        and tunnels on custom domains that are no longer verified for their user."""
         while True:
             await asyncio.sleep(CREDENTIAL_RECHECK_INTERVAL)
             assert self.store is not None
-            self._recheck_domains(self.store)
-            for ssh in list(self._connections):
-                user = ssh.user
-                if user is None or ssh.conn is None:
-                    continue
-                try:
-                    alive = self.store.credential_alive(user.credential)
-                except StoreError:
-                    continue  # a busy store is no reason to drop tunnels
-                if not alive:
-                    emit(
-                        log,
-                        logging.INFO,
-                        "ssh.credential_revoked",
-                        peer=ssh.peer,
-                        user=user.name,
-                        credential=user.credential,  # a token id or key id, never a secret
-                    )
-                    ssh.notify("your token or key was revoked; closing")
-                    ssh.conn.disconnect(asyncssh.DISC_BY_APPLICATION, "credential revoked")
-
-    def _recheck_domains(self, store: Store) -> None:
-        suffix = "." + self.config.domain
-        for ssh in list(self._connections):
-            for tunnel in list(ssh.tunnels):
-                if tunnel.host.endswith(suffix):
-                    continue
-                try:
-                    owner = store.verified_domain_owner(tunnel.host)
-                except StoreError:
-                    return
-                if owner != tunnel.user_id:
-                    emit(log, logging.INFO, "tunnel.domain_unverified", peer=ssh.peer, host=tunnel.host)
-                    ssh.drop_tunnel(tunnel, "the custom domain was removed")
+            self.ssh_connections.recheck(self.store, self.config.domain)
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -228,15 +190,7 @@ class RelayService:
             self._ssh.close()
         if self.proxy is not None:
             await self.proxy.drain(self.config.limits.shutdown_grace)
-        for ssh in list(self._connections):
-            ssh.notify("relay is shutting down; reconnect in a moment")
-            if ssh.conn is not None:
-                ssh.conn.disconnect(
-                    asyncssh.DISC_BY_APPLICATION, "relay is shutting down; reconnect in a moment"
-                )
-        if self._connections:
-            with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
-                await asyncio.wait_for(self._wait_connections_gone(), 5.0)
+        await self.ssh_connections.close_all("relay is shutting down; reconnect in a moment", wait=5.0)
         for task_name in ("_stats_task", "_recheck_task"):
             task = getattr(self, task_name, None)
             if task is not None:
@@ -247,8 +201,3 @@ class RelayService:
             self.store.close()
         self._lock.release()
         sys.stdout.flush()
-
-    async def _wait_connections_gone(self) -> None:
-        # Polling is enough: it runs once, at shutdown, bounded by the caller's timeout.
-        while self._connections:  # noqa: ASYNC110
-            await asyncio.sleep(0.02)

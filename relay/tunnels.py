@@ -20,6 +20,13 @@ from .limits import BUSY_RETRY_AFTER
 log = logging.getLogger(__name__)
 
 
+class TunnelLost(Exception):
+    """The tunnel's SSH link dropped under an open channel (its client was killed or restarted).
+
+    The SSH side raises it from a :class:`Stream` in place of its library's own errors, so the HTTP
+    side tells a lost tunnel from a lost visitor (``ConnectionError``) and from a bug (anything else)."""
+
+
 class ByteReader(Protocol):
     async def read(self, n: int = -1) -> bytes: ...
     async def readexactly(self, n: int) -> bytes: ...
@@ -74,8 +81,8 @@ class Tunnel:
     _parked: OrderedDict[int, Stream] = field(default_factory=OrderedDict, repr=False)
 
     async def open_stream(self) -> Stream:
-        """Open a new channel to the backend. Raises ``OSError``-like errors if the client refuses,
-        and :class:`ServiceUnavailable` at once when ``max_channels`` are busy: never a queue."""
+        """Open a new channel to the backend. Raises :class:`BadGateway` if the client refuses or is
+        gone, and :class:`ServiceUnavailable` at once when ``max_channels`` are busy: never a queue."""
         if self.max_channels and self.channels >= self.max_channels and self._parked:
             # An idle kept channel is a convenience; a request waiting for one is not.
             _, oldest = self._parked.popitem(last=False)

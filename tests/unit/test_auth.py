@@ -20,7 +20,8 @@ from relay.auth import (
 )
 from relay.config import PublicUrl
 from relay.datadir import ensure_data_dir
-from relay.portal import Portal
+from relay.proxy.credentials import Credentials
+from relay.proxy.portal import Portal
 from relay.sso import SsoCodes
 from relay.store import Store
 from relay.tunnels import Registry
@@ -217,12 +218,13 @@ def test_safe_next_refuses_invalid_ports_without_raising(url: str) -> None:
 def portal(tmp_path: Path):
     store = Store.open(ensure_data_dir(tmp_path / "data"))
     limiter = FailureLimiter(10, 60.0)
+    public = PublicUrl("http", "localhost", 8080)
     yield Portal(
         store=store,
         registry=Registry(),
-        public=PublicUrl("http", "localhost", 8080),
+        public=public,
         sso=SsoCodes(),
-        limiter=limiter,
+        credentials=Credentials(store=store, limiter=limiter, public=public),
     )
     store.close()
 

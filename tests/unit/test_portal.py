@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from relay.portal import without_param
 from relay.protocol import TOKEN_QUERY
+from relay.rewrite import without_param
 
 
 @pytest.mark.parametrize(
@@ -36,7 +36,7 @@ def test_without_param_keeps_order_and_bytes_of_the_rest() -> None:
 
 
 def test_query_params_never_raise_on_many_fields() -> None:
-    from relay.portal import query_params
+    from relay.rewrite import query_params
 
     query = "&".join(f"k{i}=v{i}" for i in range(500)) + "&relay_token=abc&k1=second"
     params = query_params(query)

@@ -7,10 +7,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from . import domain_claims
-from .dnscheck import DnsChecker
-from .errors import RelayError
-from .store import STORE_ERRORS, Store
+from .. import domain_claims
+from ..dnscheck import DnsChecker
+from ..errors import RelayError
+from ..store import STORE_ERRORS, Store
 
 EXEC_DOMAIN = "domain"
 

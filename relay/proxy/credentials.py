@@ -1,0 +1,66 @@
+"""A visitor's relay credential: the ``X-Relay-Token`` header or a host session cookie, checked per
+request; failures are counted per client address and rate-limited (DESIGN §3.3)."""
+
+from __future__ import annotations
+
+from ..auth import FailureLimiter
+from ..config import PublicUrl
+from ..errors import TooManyRequests, Unauthorized
+from ..http1 import Headers, RequestHead, get_one
+from ..protocol import SESSION_COOKIE, SESSION_COOKIE_SECURE, SESSION_TTL, TOKEN_HEADER
+from ..rewrite import cookie_value, session_cookie
+from ..store import Store, User
+
+
+class Credentials:
+    def __init__(self, *, store: Store, limiter: FailureLimiter, public: PublicUrl) -> None:
+        self.store = store
+        self.limiter = limiter
+        self.public = public
+        self.cookie_name = SESSION_COOKIE_SECURE if public.secure else SESSION_COOKIE
+
+    def check_rate(self, client: str) -> None:
+        wait = self.limiter.retry_after(client)
+        if wait:
+            raise TooManyRequests("too many failed credentials from your address", retry_after=wait)
+
+    def verify_token(self, token: str, client: str) -> User | None:
+        """A token from a visitor: rate-limited per address; a failure is counted."""
+        self.check_rate(client)
+        user = self.store.verify_token(token)
+        if user is None:
+            self.limiter.fail(client)  # logged once, on the request's own access line
+        return user
+
+    def session_user(self, headers: Headers, host: str) -> User | None:
+        sid = cookie_value(headers, self.cookie_name)
+        return self.store.session_user(sid, host) if sid else None
+
+    def identify(self, head: RequestHead, client: str) -> int | None:
+        """The user behind the request (header first, then the session cookie), or None.
+
+        A token that is sent but wrong is refused (:class:`Unauthorized`), never treated as absent."""
+        token = get_one(head.headers, TOKEN_HEADER)
+        if token is not None:
+            user = self.verify_token(token.strip(), client)
+            if user is None:
+                raise Unauthorized("invalid X-Relay-Token")
+            return user.id
+        user = self.session_user(head.headers, head.host)
+        return user.id if user else None
+
+    def cookie(self, value: str, max_age: int) -> tuple[str, str]:
+        return (
+            "Set-Cookie",
+            session_cookie(self.cookie_name, value, secure=self.public.secure, max_age=max_age),
+        )
+
+    def start_session(self, user: User, host: str) -> tuple[str, str]:
+        """A new host session for ``user``: its ``Set-Cookie`` header."""
+        return self.cookie(self.store.create_session(user, host, SESSION_TTL), SESSION_TTL)
+
+    def end_session(self, headers: Headers) -> tuple[str, str]:
+        sid = cookie_value(headers, self.cookie_name)
+        if sid:
+            self.store.delete_session(sid)
+        return self.cookie("", 0)

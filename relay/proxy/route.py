@@ -1,0 +1,158 @@
+"""What one request gets, decided in DESIGN §3.3's order and in one place: a probe answer, the relay
+host's pages, an HTTPS redirect, or a tunnel — after its credential and the verdict of
+:func:`relay.auth.decide`. Nothing here does I/O on the visitor's connection; the store is read for
+credentials (its errors propagate: the visitor edge answers 503)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .. import auth
+from ..config import PublicUrl
+from ..errors import RelayError, Unauthorized
+from ..http1 import Framing, RequestHead, get_one
+from ..names import HostKind, classify_host
+from ..protocol import HEALTH_PATH, MAX_FORM_BYTES, RELAY_PATH_PREFIX, TLS_ASK_PATH, TOKEN_QUERY
+from ..rewrite import IPNetwork, query_params, request_scheme, without_param
+from ..tunnels import Registry, Tunnel
+from .credentials import Credentials
+from .portal import Portal
+from .reply import Reply
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The relay answers itself; ``note`` says why on the access line (a refusal's reason)."""
+
+    reply: Reply
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class RelayHost:
+    """A page of the relay's own host; a login form's body (at most ``MAX_FORM_BYTES``) is read first."""
+
+
+@dataclass(frozen=True)
+class Forward:
+    """Allowed: forward the request to this tunnel."""
+
+    tunnel: Tunnel
+
+
+Decision = Answer | RelayHost | Forward
+
+
+class Router:
+    def __init__(
+        self,
+        *,
+        registry: Registry,
+        portal: Portal,
+        credentials: Credentials,
+        public: PublicUrl,
+        trust_proxy: tuple[IPNetwork, ...],
+    ) -> None:
+        self.registry = registry
+        self.portal = portal
+        self.credentials = credentials
+        self.public = public
+        self.trust_proxy = trust_proxy
+
+    def route(self, head: RequestHead, *, scheme: str, peer_ip: str, client: str) -> Decision:
+        html = auth.wants_html(get_one(head.headers, "accept") or "")
+        host, path = head.host, head.path
+        # 1. Caddy's TLS ask and health checks call the relay at its own address (any Host but a
+        #    tunnel's), over plain HTTP.
+        if path in (TLS_ASK_PATH, HEALTH_PATH) and not self.portal.is_served_host(host):
+            return Answer(
+                self.portal.tls_ask(head) if path == TLS_ASK_PATH else Reply.json(200, {"status": "ok"})
+            )
+        # 2. Under HTTPS, plain HTTP never carries credentials: no cookie is read or set on it.
+        if (
+            self.public.secure
+            and path != HEALTH_PATH
+            and request_scheme(scheme, peer_ip, head.headers, self.trust_proxy) != "https"
+        ):
+            return Answer(self._to_https(head, html))
+        # 3. The login origin.
+        if host == self.public.domain:
+            return self._relay_host(head, html)
+        # 4. A tunnel, and the relay's own paths on it.
+        tunnel = self.registry.get(host)
+        if tunnel is None:
+            return Answer(self._no_tunnel(host, html))
+        if path.startswith(RELAY_PATH_PREFIX):
+            return Answer(self.portal.tunnel_relay_path(head))
+        # 5. The visitor's credential, then the verdict.
+        try:
+            exchange = self._query_token(head, client, tunnel)
+            if exchange is not None:
+                return Answer(exchange)
+            user_id = self.credentials.identify(head, client)
+        except RelayError as exc:  # a wrong token, or too many of them
+            return Answer(Reply.from_error(exc, html=html), note=str(exc))
+        tunnel_origin = self.public.origin(host)
+        verdict = auth.decide(
+            auth.AccessRequest(
+                method=head.method,
+                is_upgrade=head.is_upgrade,
+                origin=get_one(head.headers, "origin"),
+                accept=get_one(head.headers, "accept") or "",
+                tunnel_origin=tunnel_origin,
+                user_id=user_id,
+            ),
+            owner_id=tunnel.user_id,
+        )
+        if verdict is not auth.Verdict.ALLOW:
+            return Answer(self._refuse(verdict, tunnel_origin + head.target, html), note=verdict.value)
+        return Forward(tunnel)
+
+    def _relay_host(self, head: RequestHead, html: bool) -> Answer | RelayHost:
+        if head.method == "POST" and head.path.startswith(RELAY_PATH_PREFIX):
+            if head.framing is Framing.CHUNKED:
+                return Answer(Reply.error(411, "Content-Length required", html=html))
+            if head.length > MAX_FORM_BYTES:
+                return Answer(Reply.error(413, "form too large", html=html))
+        return RelayHost()
+
+    def _query_token(self, head: RequestHead, client: str, tunnel: Tunnel) -> Reply | None:
+        # Decoded names, so that relay%5Ftoken= is recognised too and never reaches the backend.
+        # Parsed only when the name could be there, literally or percent-encoded (hot path).
+        query = head.query
+        if not (TOKEN_QUERY in query or "%" in query):
+            return None
+        token = query_params(query).get(TOKEN_QUERY)
+        if token is None:
+            return None
+        if head.method not in ("GET", "HEAD"):
+            raise Unauthorized(f"?{TOKEN_QUERY}= works on GET links only; send X-Relay-Token")
+        return self.portal.exchange_query_token(head, token, client, tunnel.user_id)
+
+    def _refuse(self, verdict: auth.Verdict, url: str, html: bool) -> Reply:
+        if verdict is auth.Verdict.LOGIN:
+            return Reply.redirect(302, self.portal.login_url(url))
+        if verdict is auth.Verdict.UNAUTHORIZED:
+            login = self.portal.login_url(url)
+            message = "relay credential required: send X-Relay-Token or sign in"
+            return Reply.json(401, {"error": message, "status": 401, "login": login})
+        if verdict is auth.Verdict.BAD_ORIGIN:
+            return Reply.error(403, "cross-origin request refused", html=html)
+        return Reply.error(403, "your relay user may not open this tunnel", html=html)
+
+    def _no_tunnel(self, host: str, html: bool) -> Reply:
+        if self.portal.serves(host):  # an owned name or a verified domain whose client is away
+            return Reply.error(502, f"the tunnel {host} is offline: its client is not connected", html=html)
+        return Reply.error(404, f"no tunnel at {host}", html=html)
+
+    def _to_https(self, head: RequestHead, html: bool) -> Reply:
+        """The same URL over HTTPS, minus any ``relay_token`` (it was sent in the clear: the visitor
+        signs in instead of reusing it)."""
+        host = head.host
+        if classify_host(host, self.public.domain) is not HostKind.RELAY and not self.portal.is_served_host(
+            host
+        ):
+            return Reply.error(404, f"no tunnel at {host}", html=html)
+        query = without_param(head.query, TOKEN_QUERY) if TOKEN_QUERY in head.query else head.query
+        location = self.public.origin(host) + head.path + (f"?{query}" if query else "")
+        return Reply.redirect(308, location)

@@ -1,0 +1,108 @@
+"""The HTTP front's accept side: admission (connection caps per address and in total), one
+:class:`Visitor` per connection, and the drain at shutdown. Shares only the registry with SSH."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from ..admission import Gate, Refusal
+from ..auth import FailureLimiter
+from ..config import PublicUrl
+from ..deadline import Deadline
+from ..limits import BUSY_RETRY_AFTER, Limits
+from ..logfmt import emit
+from ..rewrite import IPNetwork, is_trusted
+from ..sso import SsoCodes
+from ..store import Store
+from ..tunnels import Registry
+from .credentials import Credentials
+from .forward import Forwarder
+from .portal import Portal
+from .reply import Reply
+from .route import Router
+from .visitor import Front, Visitor
+
+log = logging.getLogger(__name__)
+
+
+class Proxy:
+    """Serves visitor connections."""
+
+    def __init__(
+        self,
+        *,
+        registry: Registry,
+        store: Store,
+        public: PublicUrl,
+        limiter: FailureLimiter,
+        trust_proxy: tuple[IPNetwork, ...],
+        limits: Limits | None = None,
+        sso: SsoCodes | None = None,
+    ) -> None:
+        self.limits = limits = limits or Limits()
+        self.gate = Gate(limits.http_max_connections, limits.http_max_connections_per_address)
+        self.trust_proxy = trust_proxy
+        self.credentials = Credentials(store=store, limiter=limiter, public=public)
+        self.portal = Portal(
+            store=store, registry=registry, public=public, sso=sso or SsoCodes(), credentials=self.credentials
+        )
+        router = Router(
+            registry=registry,
+            portal=self.portal,
+            credentials=self.credentials,
+            public=public,
+            trust_proxy=trust_proxy,
+        )
+        forwarder = Forwarder(limits=limits, relay_domain=public.domain, trust_proxy=trust_proxy)
+        self.front = Front(limits, router, self.portal, forwarder, trust_proxy)
+        self._visitors: set[Visitor] = set()
+        self.draining = False
+
+    async def serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, scheme: str = "http"
+    ) -> None:
+        peer = writer.get_extra_info("peername")
+        peer_ip = peer[0] if peer else "unknown"
+        refusal = self.gate.enter(peer_ip, exempt_per_address=is_trusted(peer_ip, self.trust_proxy))
+        if refusal is not None:
+            await self._refuse_connection(writer, peer_ip, refusal)
+            return
+        visitor = Visitor(self.front, reader, writer, peer_ip, scheme)
+        visitor.draining = self.draining
+        self._visitors.add(visitor)
+        try:
+            await visitor.serve()
+        finally:
+            self._visitors.discard(visitor)
+            self.gate.leave(peer_ip)
+
+    async def _refuse_connection(self, writer: asyncio.StreamWriter, peer_ip: str, refusal: Refusal) -> None:
+        """Past a connection cap: a fast answer without reading the request, then close."""
+        if refusal is Refusal.TOTAL:
+            reply = Reply.error(503, "the relay is at its connection limit; retry shortly", html=False)
+        else:
+            reply = Reply.error(429, "too many connections from your address", html=False)
+        reply.headers.append(("Retry-After", str(BUSY_RETRY_AFTER)))
+        emit(log, logging.WARNING, "http.refused", client=peer_ip, cap=refusal.value, status=reply.status)
+        writer.write(reply.encode(keep=False))
+        with contextlib.suppress(ConnectionError, TimeoutError, asyncio.TimeoutError):
+            async with Deadline(self.limits.http_head_timeout):
+                await writer.drain()
+        writer.close()
+
+    async def drain(self, grace: float) -> None:
+        """Stop taking new requests; wait up to ``grace`` seconds for those in flight; close the rest."""
+        self.draining = True
+        for visitor in list(self._visitors):
+            visitor.draining = True
+            if not visitor.busy:
+                visitor.writer.close()
+        deadline = time.monotonic() + grace
+        # Polling is enough here: it runs once, at shutdown, for at most ``grace`` seconds.
+        while any(v.busy for v in self._visitors) and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        for visitor in list(self._visitors):
+            visitor.writer.close()

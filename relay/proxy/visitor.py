@@ -1,0 +1,217 @@
+"""One visitor connection: its request loop, its kept channel, and the edge where a request's outcome
+— a reply, a forwarded exchange, a typed error, a lost peer, or a bug — becomes bytes and one access line.
+
+The channel of the previous request is kept for the next request on the same connection to the same
+tunnel, since opening one costs a round trip to the client (DESIGN §2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+from .. import auth
+from ..deadline import Deadline
+from ..errors import RelayError
+from ..http1 import Framing, RequestHead, get_one, parse_request_head
+from ..limits import Limits
+from ..logfmt import emit
+from ..pump import Truncated
+from ..rewrite import IPNetwork, client_address
+from ..store import STORE_ERRORS
+from ..tunnels import Stream, Tunnel
+from .forward import Abort, Forwarder, Outcome, UpstreamFailed
+from .portal import Portal
+from .reply import Reply
+from .route import Answer, Forward, Router
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("relay.access")
+
+
+@dataclass(frozen=True)
+class Front:
+    """What every visitor connection shares: injected once by the proxy server."""
+
+    limits: Limits
+    router: Router
+    portal: Portal
+    forwarder: Forwarder
+    trust_proxy: tuple[IPNetwork, ...]
+
+
+class Visitor:
+    def __init__(
+        self,
+        front: Front,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        peer_ip: str,
+        scheme: str,
+    ) -> None:
+        self.front = front
+        self.reader = reader
+        self.writer = writer
+        self.peer_ip = peer_ip
+        self.scheme = scheme
+        self.busy = False  # a request is in flight (shutdown waits for it)
+        self.draining = False
+        self._idle: tuple[Tunnel, Stream] | None = None
+
+    # -- the kept channel ----------------------------------------------------------------------
+
+    def take_idle(self, tunnel: Tunnel) -> Stream | None:
+        if self._idle is None:
+            return None
+        idle_tunnel, stream = self._idle
+        self._idle = None
+        idle_tunnel.unpark(stream)
+        if (
+            idle_tunnel is tunnel
+            and not tunnel.closed
+            and not stream.reader.at_eof()
+            and not stream.writer.is_closing()
+        ):
+            return stream
+        stream.close()
+        return None
+
+    def keep_idle(self, tunnel: Tunnel, stream: Stream) -> None:
+        self.drop_idle()
+        self._idle = (tunnel, stream)
+        tunnel.park(stream)  # the tunnel may close it to make room under its channel cap
+
+    def drop_idle(self) -> None:
+        if self._idle is not None:
+            self._idle[1].close()
+            self._idle = None
+
+    async def drained(self, idle: float | None) -> None:
+        """Wait until the visitor took what was written, at most ``idle`` seconds without progress.
+
+        Usually the socket took it all at once: then there is nothing to wait for, and no timer is set
+        (a lost connection shows on the next read or write)."""
+        if self.writer.transport.get_write_buffer_size():
+            async with Deadline(idle):
+                await self.writer.drain()
+
+    # -- the request loop ----------------------------------------------------------------------
+
+    async def serve(self) -> None:
+        try:
+            first = True
+            while not self.draining:
+                head = await self._read_head(first)
+                first = False
+                if head is None:
+                    break
+                self.busy = True
+                try:
+                    keep = await self._one_request(head)
+                finally:
+                    self.busy = False
+                if not keep:
+                    break
+        except (Abort, ConnectionError, asyncio.IncompleteReadError, Truncated):
+            pass
+        except Exception:
+            log.exception("visitor connection from %s failed", self.peer_ip)
+        finally:
+            self.drop_idle()
+            self.writer.close()
+
+    async def _read_head(self, first: bool) -> RequestHead | None:
+        lim = self.front.limits
+        try:
+            # A new connection has http_head_timeout for its whole first head; between keep-alive
+            # requests the wait for the next one's first byte is http_keepalive_timeout, then the
+            # rest of that head must follow within http_head_timeout (no slow drip of a head).
+            async with Deadline(lim.http_head_timeout if first else lim.http_keepalive_timeout) as due:
+                lead = b""
+                if not first:
+                    lead = await self.reader.readexactly(1)
+                    due.extend(lim.http_head_timeout)
+                raw = lead + await self.reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, TimeoutError, asyncio.TimeoutError, ConnectionError):
+            return None
+        except asyncio.LimitOverrunError:
+            raw = b""
+        if not raw or len(raw) > lim.http_max_head_bytes:
+            await self._send(Reply.error(431, "request head too large", html=False), keep=False)
+            return None
+        try:
+            return parse_request_head(raw, max_headers=lim.http_max_headers)
+        except RelayError as exc:
+            await self._send(Reply.error(exc.status, str(exc), html=False), keep=False)
+            return None
+
+    async def _one_request(self, head: RequestHead) -> bool:
+        """Serve one request; the edge where every outcome is answered and logged once."""
+        started = time.monotonic()
+        client = client_address(self.peer_ip, head.headers, self.front.trust_proxy)
+        outcome, note = Outcome(0, 0, False), None
+        try:
+            outcome, note = await self._serve_request(head, client)
+            return outcome.keep
+        except STORE_ERRORS as exc:
+            # Only the auth steps before forwarding touch the store, so nothing was sent yet.
+            note = f"store unavailable: {exc}"
+            reply = Reply.error(503, "the relay's store is unavailable; try again shortly", html=False)
+            outcome = Outcome(reply.status, len(reply.body), False)
+            await self._send(reply, keep=False)
+            return False
+        except Abort as exc:
+            note = str(exc)
+            raise
+        except (ConnectionError, asyncio.IncompleteReadError, Truncated):
+            note = "visitor connection lost"
+            raise
+        finally:
+            # The one line for this request. The path has no query (tokens may be there); cookies,
+            # the relay header and tokens are never logged; logfmt escapes and caps what is.
+            failed = outcome.status >= 500 or (outcome.status == 0 and note is not None)
+            emit(
+                access_log,
+                logging.WARNING if failed else logging.INFO,
+                "http.request",
+                client=client,
+                host=head.host,
+                method=head.method,
+                path=head.path,
+                status=outcome.status,
+                bytes=outcome.sent,
+                ms=f"{(time.monotonic() - started) * 1000:.1f}",
+                note=note,
+            )
+
+    async def _serve_request(self, head: RequestHead, client: str) -> tuple[Outcome, str | None]:
+        front = self.front
+        decision = front.router.route(head, scheme=self.scheme, peer_ip=self.peer_ip, client=client)
+        if isinstance(decision, Answer):
+            return await self._answer(head, decision.reply), decision.note
+        if isinstance(decision, Forward):
+            html = auth.wants_html(get_one(head.headers, "accept") or "")
+            try:
+                return await front.forwarder.forward(self, head, decision.tunnel), None
+            except UpstreamFailed as exc:
+                return await self._answer(head, Reply.from_error(exc, html=html), close=True), str(exc)
+            except RelayError as exc:  # the channel could not be opened (cap, refusal, timeout)
+                return await self._answer(head, Reply.from_error(exc, html=html)), str(exc)
+        body = b""
+        if head.framing is Framing.LENGTH:  # a login form, its size checked by the router
+            async with Deadline(front.limits.http_body_idle_timeout):
+                body = await self.reader.readexactly(head.length)
+            head.framing = Framing.NONE  # consumed
+        return await self._answer(head, front.portal.relay_host(head, body, client)), None
+
+    async def _answer(self, head: RequestHead, reply: Reply, *, close: bool = False) -> Outcome:
+        # A request body the relay did not read would desynchronise the connection: close it.
+        keep = not close and head.keep_alive and head.framing is Framing.NONE and not self.draining
+        await self._send(reply, keep=keep, head_only=head.method == "HEAD")
+        return Outcome(reply.status, len(reply.body), keep)
+
+    async def _send(self, reply: Reply, *, keep: bool, head_only: bool = False) -> None:
+        self.writer.write(reply.encode(keep=keep, head_only=head_only))
+        await self.writer.drain()

@@ -1,0 +1,8 @@
+"""The SSH side (DESIGN §4): ``server`` authenticates and turns ``-R`` into tunnels, ``session`` and
+``commands`` answer sessions, ``channels`` is its side of the seam, ``connections`` the live set,
+``tuning`` asyncssh's per-packet overheads removed. It never imports :mod:`relay.proxy`."""
+
+from .connections import SshConnections
+from .server import SshContext, start_ssh_server
+
+__all__ = ["SshConnections", "SshContext", "start_ssh_server"]

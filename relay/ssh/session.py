@@ -1,0 +1,146 @@
+"""A session channel: prints the connection's URLs and idles (the terminal of ``ssh -R``), or answers
+the relay's own exec commands (``tunnels``, ``domain``). It runs no programs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shlex
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+import asyncssh
+
+from ..protocol import EXEC_TUNNELS
+from .commands import EXEC_DOMAIN, USAGE, run_domain_command
+
+if TYPE_CHECKING:
+    from .server import RelaySSHServer
+
+
+class RelaySession(asyncssh.SSHServerSession[str]):
+    """A session channel: prints URLs and idles, or answers the relay's own exec commands."""
+
+    def __init__(self, server: RelaySSHServer) -> None:
+        self.server = server
+        self.chan: asyncssh.SSHServerChannel[str] | None = None
+        self.command: str | None = None
+        self.pty = False
+        self._task: asyncio.Future[None] | None = None  # a running command (DNS lookups are async)
+
+    def connection_made(self, chan: asyncssh.SSHServerChannel[str]) -> None:
+        self.chan = chan
+        self.server.open_sessions += 1
+
+    def pty_requested(
+        self, term_type: str, term_size: tuple[int, int, int, int], term_modes: Mapping[int, int]
+    ) -> bool:
+        self.pty = True  # makes OpenSSH set TCP_NODELAY; we never run anything on it
+        return True
+
+    def shell_requested(self) -> bool:
+        return True
+
+    def exec_requested(self, command: str) -> bool:
+        self.command = command
+        return True  # answered in session_started: unknown commands get a clear error
+
+    def subsystem_requested(self, subsystem: str) -> bool:
+        return False
+
+    @property
+    def _nl(self) -> str:
+        return "\r\n" if self.pty else "\n"
+
+    def session_started(self) -> None:
+        assert self.chan is not None
+        self.server.sessions.append(self)
+        if self.command is not None:
+            self._run(self.command)
+            return
+        asyncio.get_running_loop().call_soon(self._greet)
+
+    def _greet(self) -> None:
+        assert self.chan is not None
+        for message in self.server.notices:
+            self.write_notice(message)
+        urls = [self.server.ctx.public.tunnel_url(t.host) for t in self.server.tunnels]
+        if urls:
+            for url in urls:
+                self.chan.write(url + self._nl)
+        else:
+            self.chan.write_stderr(
+                "relay: no tunnel on this connection. Use: ssh -R NAME:80:localhost:PORT "
+                f"USER@{self.server.ctx.public.domain}" + self._nl
+            )
+
+    def write_notice(self, message: str) -> None:
+        if self.chan is not None and not self.chan.is_closing():
+            self.chan.write_stderr(f"relay: {message}{self._nl}")
+
+    def _run(self, command: str) -> None:
+        assert self.chan is not None
+        try:
+            argv = shlex.split(command)
+        except ValueError:
+            argv = []
+        if argv and argv[0] == EXEC_TUNNELS and set(argv[1:]) <= {"--json"}:
+            doc = self.server.tunnels_doc()
+            if "--json" in argv:
+                self.chan.write(json.dumps(doc) + "\n")
+            else:
+                tunnels = doc["tunnels"]
+                assert isinstance(tunnels, list)
+                for t in tunnels:
+                    self.chan.write(f"{t['url']}\t{t['client']}\n")
+            self.chan.exit(0)
+            return
+        if argv and argv[0] == EXEC_DOMAIN and self.server.user is not None:
+            self._task = asyncio.ensure_future(self._domain(argv[1:], self.server.user.name))
+            return
+        self.chan.write_stderr(
+            f"relay: unknown command {command[:60]!r}; this relay runs no programs. "
+            f"Available: {EXEC_TUNNELS} [--json], {USAGE.removeprefix('usage: ')}\n"
+        )
+        self.chan.exit(2)
+
+    async def _domain(self, argv: list[str], user: str) -> None:
+        ctx = self.server.ctx
+        port = "" if ctx.ssh_port == 22 else f"-p {ctx.ssh_port} "
+        outcome = await run_domain_command(
+            argv,
+            user=user,
+            store=ctx.store,
+            checker=ctx.dns,
+            relay_domain=ctx.public.domain,
+            ssh_hint=f"ssh {port}{user}@{ctx.public.domain}",
+        )
+        if self.chan is None or self.chan.is_closing():
+            return
+        if outcome.stdout:
+            self.chan.write(outcome.stdout)
+        if outcome.stderr:
+            self.chan.write_stderr(outcome.stderr)
+        self.chan.exit(outcome.status)
+
+    def data_received(self, data: str, datatype: asyncssh.DataType) -> None:
+        # With a pty, Ctrl-C and Ctrl-D arrive as bytes: end the session as a shell would.
+        if self.chan is not None and self.command is None and ("\x03" in data or "\x04" in data):
+            self.chan.write_stderr("relay: closing" + self._nl)
+            self.chan.exit(0)
+
+    def eof_received(self) -> bool:
+        return True  # keep idling: `ssh ... < /dev/null` must not end the tunnel
+
+    def break_received(self, msec: int) -> bool:
+        if self.chan is not None:
+            self.chan.exit(0)
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        if self.chan is not None:
+            self.server.open_sessions -= 1
+        if self in self.server.sessions:
+            self.server.sessions.remove(self)

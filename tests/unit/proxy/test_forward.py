@@ -1,0 +1,211 @@
+"""relay.proxy.forward against a fake tunnel whose opener returns in-memory streams: framing,
+keep-alive reuse, 1xx, upgrade, truncation and stalls, in milliseconds."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from typing import Any, cast
+
+import pytest
+
+from relay.http1 import parse_request_head
+from relay.limits import Limits
+from relay.proxy.forward import SMALL_BODY, Abort, Forwarder, UpstreamFailed
+from relay.proxy.visitor import Visitor
+from relay.tunnels import Stream, Tunnel, TunnelLost
+
+FAST = replace(Limits(), upstream_response_timeout=0.1, stream_idle_timeout=0.1, http_body_idle_timeout=0.1)
+
+
+class _Transport:
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+class Sink:
+    """A writer that keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.transport = _Transport()
+        self.data = bytearray()
+        self.closed = False
+        self.eof = False
+
+    def write(self, data: bytes) -> None:
+        if self.closed:
+            raise ConnectionResetError("closed")
+        self.data += data
+
+    async def drain(self) -> None:
+        await asyncio.sleep(0)
+
+    def write_eof(self) -> None:
+        self.eof = True
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+
+class LostReader:
+    """A channel whose SSH link is gone."""
+
+    async def read(self, n: int = -1) -> bytes:
+        raise TunnelLost("connection lost")
+
+    async def readexactly(self, n: int) -> bytes:
+        raise TunnelLost("connection lost")
+
+    async def readuntil(self, separator: bytes) -> bytes:
+        raise TunnelLost("connection lost")
+
+    def at_eof(self) -> bool:
+        return False
+
+
+class Backend:
+    """The tunnel's far side: each opened channel gets the next scripted response."""
+
+    def __init__(self, *responses: bytes | None, eof: bool = False, lost: bool = False) -> None:
+        self.responses = list(responses)
+        self.eof = eof
+        self.lost = lost
+        self.channels: list[tuple[Any, Sink]] = []
+
+    async def open(self) -> Stream:
+        reader: Any
+        if self.lost:
+            reader = LostReader()
+        else:
+            reader = asyncio.StreamReader()
+            for response in self.responses:
+                if response is not None:
+                    reader.feed_data(response)
+            if self.eof:
+                reader.feed_eof()
+        sink = Sink()
+        self.channels.append((reader, sink))
+        return Stream(reader, cast(Any, sink))
+
+
+def _tunnel(backend: Backend) -> Tunnel:
+    return Tunnel("lab.localhost", 1, "alice", "127.0.0.1:1", backend.open)
+
+
+def _visitor(upload: bytes = b"") -> tuple[Visitor, Sink]:
+    reader = asyncio.StreamReader()
+    reader.feed_data(upload)
+    sink = Sink()
+    visitor = Visitor(cast(Any, None), reader, cast(Any, sink), "127.0.0.1", "http")
+    return visitor, sink
+
+
+def _request(extra: str = "") -> Any:
+    return parse_request_head(f"GET /x HTTP/1.1\r\nHost: lab.localhost\r\n{extra}\r\n".encode())
+
+
+FORWARDER = Forwarder(limits=FAST, relay_domain="localhost", trust_proxy=())
+
+
+async def test_a_length_framed_response_passes_and_the_channel_is_kept_for_the_next_request() -> None:
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+    backend = Backend(ok + ok)
+    tunnel = _tunnel(backend)
+    visitor, sink = _visitor()
+    first = await FORWARDER.forward(visitor, _request(), tunnel)
+    second = await FORWARDER.forward(visitor, _request(), tunnel)
+    assert (first.status, first.keep, second.status, second.keep) == (200, True, 200, True)
+    assert bytes(sink.data).count(b"hello") == 2
+    assert len(backend.channels) == 1, "the kept channel was not reused"
+    request = bytes(backend.channels[0][1].data)
+    assert request.count(b"GET /x HTTP/1.1\r\n") == 2 and b"X-Forwarded-For: 127.0.0.1" in request
+
+
+async def test_a_chunked_response_passes_verbatim() -> None:
+    body = b"5\r\nhello\r\n0\r\n\r\n"
+    backend = Backend(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + body)
+    visitor, sink = _visitor()
+    outcome = await FORWARDER.forward(visitor, _request(), _tunnel(backend))
+    assert outcome.keep and bytes(sink.data).endswith(body)
+
+
+async def test_interim_responses_are_passed_on_before_the_final_one() -> None:
+    backend = Backend(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n")
+    visitor, sink = _visitor()
+    outcome = await FORWARDER.forward(visitor, _request(), _tunnel(backend))
+    assert outcome.status == 204
+    assert bytes(sink.data).index(b"103") < bytes(sink.data).index(b"204")
+
+
+async def test_a_body_until_close_ends_the_connection_and_closes_the_channel() -> None:
+    backend = Backend(b"HTTP/1.1 200 OK\r\n\r\nall of it", eof=True)
+    visitor, sink = _visitor()
+    outcome = await FORWARDER.forward(visitor, _request(), _tunnel(backend))
+    assert not outcome.keep and bytes(sink.data).endswith(b"all of it")
+    assert b"Connection: close" in bytes(sink.data)
+    assert backend.channels[0][1].closed
+
+
+async def test_a_request_body_reaches_the_backend() -> None:
+    backend = Backend(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    visitor, _ = _visitor(b"abcde")
+    outcome = await FORWARDER.forward(visitor, _request("Content-Length: 5\r\n"), _tunnel(backend))
+    assert outcome.status == 200
+    assert bytes(backend.channels[0][1].data).endswith(b"\r\n\r\nabcde")
+
+
+@pytest.mark.parametrize(
+    ("script", "eof", "status"),
+    [
+        (b"", True, 502),  # closed without answering
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", True, 502),  # small body cut
+        (b"", False, 504),  # no answer in time
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nslow", False, 504),  # small body stalls
+        (b"HTTP/1.1 2OO OK\r\n\r\n", True, 502),  # a broken status line
+    ],
+)
+async def test_failures_before_anything_was_sent_are_answered_and_the_channel_closed(
+    script: bytes, eof: bool, status: int
+) -> None:
+    backend = Backend(script, eof=eof)
+    visitor, sink = _visitor()
+    with pytest.raises(UpstreamFailed) as info:
+        await FORWARDER.forward(visitor, _request(), _tunnel(backend))
+    assert info.value.status == status
+    assert sink.data == b"", "nothing may reach the visitor before the error reply"
+    assert backend.channels[0][1].closed
+
+
+async def test_a_lost_tunnel_link_is_a_502() -> None:
+    backend = Backend(lost=True)
+    visitor, _ = _visitor()
+    with pytest.raises(UpstreamFailed) as info:
+        await FORWARDER.forward(visitor, _request(), _tunnel(backend))
+    assert info.value.status == 502 and "disconnected" in str(info.value)
+
+
+async def test_a_large_body_cut_short_aborts_the_visitor_connection() -> None:
+    size = SMALL_BODY * 4
+    backend = Backend(f"HTTP/1.1 200 OK\r\nContent-Length: {size}\r\n\r\n".encode() + b"x" * 100, eof=True)
+    visitor, sink = _visitor()
+    with pytest.raises(Abort):
+        await FORWARDER.forward(visitor, _request(), _tunnel(backend))
+    assert bytes(sink.data).startswith(b"HTTP/1.1 200")
+    assert backend.channels[0][1].closed
+
+
+async def test_an_upgrade_pipes_both_ways_and_never_keeps_the_channel() -> None:
+    backend = Backend(
+        b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nfrom-app",
+        eof=True,
+    )
+    visitor, sink = _visitor(b"from-visitor")
+    visitor.reader.feed_eof()
+    head = _request("Connection: Upgrade\r\nUpgrade: websocket\r\n")
+    outcome = await FORWARDER.forward(visitor, head, _tunnel(backend))
+    assert outcome.status == 101 and not outcome.keep
+    assert bytes(sink.data).endswith(b"from-app")
+    assert bytes(backend.channels[0][1].data).endswith(b"from-visitor")
