@@ -7,6 +7,7 @@ usable. The schema is versioned; migrations run forward at open time.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import os
@@ -190,13 +191,22 @@ class Store:
         self.path = path
         self._cache: dict[bytes, tuple[User, float | None]] = {}
         self._cache_version = -1
+        self._version_read = False  # data_version was read in this pass of the event loop
 
     def _cached(self, key: bytes, now: float) -> User | None:
-        version = self._db.execute("PRAGMA data_version").fetchone()[0]
-        if version != self._cache_version:
-            self._cache.clear()
-            self._cache_version = version
-            return None
+        if not self._version_read:
+            # Read once per pass of the event loop, not per request: the requests of one pass are
+            # served at the same moment, and the next pass sees any commit made meanwhile.
+            version = self._db.execute("PRAGMA data_version").fetchone()[0]
+            try:
+                asyncio.get_running_loop().call_soon(self._version_expired)
+                self._version_read = True
+            except RuntimeError:  # no event loop (the CLI): read it every time
+                pass
+            if version != self._cache_version:
+                self._cache.clear()
+                self._cache_version = version
+                return None
         hit = self._cache.get(key)
         if hit is None:
             return None
@@ -205,6 +215,9 @@ class Store:
             del self._cache[key]
             return None
         return user
+
+    def _version_expired(self) -> None:
+        self._version_read = False
 
     def _remember(self, key: bytes, user: User, expires_at: float | None) -> None:
         if len(self._cache) >= _CACHE_MAX:
