@@ -26,7 +26,7 @@ from .datadir import default_data_dir, ensure_data_dir, is_serving
 from .dnscheck import DnsChecker, parse_dns_server
 from .errors import RelayError
 from .limits import Limits, describe
-from .logwriter import BatchedStreamHandler
+from .logwriter import BatchedStreamHandler, LineFormatter
 from .names import validate_name
 from .service import RelayService
 from .store import Store, parse_duration
@@ -175,7 +175,7 @@ def serve(
 ) -> None:
     """Run the relay: SSH for tunnel clients, HTTP for visitors. Stops cleanly on SIGTERM/Ctrl-C."""
     handler = BatchedStreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(LineFormatter())
     logging.basicConfig(level=log_level.upper(), handlers=[handler])
     logging.getLogger("asyncssh").setLevel(logging.WARNING)
     # The relay logs one line per request: skip the thread/process lookups every record would make

@@ -27,7 +27,7 @@ class Deadline:
         if self.seconds is None:
             return self
         self._loop = loop = asyncio.get_running_loop()
-        self._task = asyncio.current_task()
+        self._task = asyncio.current_task(loop)  # given the loop: one running-loop lookup, not two
         if self._task is None:
             raise RuntimeError("Deadline must be used inside a task")
         if sys.version_info >= (3, 11):

@@ -23,6 +23,7 @@ _REQUEST_LINE = re.compile(rf"({_TOKEN}) ([^\x00-\x20\x7f]+) HTTP/(\d)\.(\d)")
 _STATUS_LINE = re.compile(r"HTTP/1\.([01]) ([1-9]\d\d)(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?")
 _HEADER_NAME = re.compile(_TOKEN)
 _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_DIGITS = re.compile(r"[0-9]{1,18}")
 
 Headers = list[tuple[str, str]]
 
@@ -89,7 +90,7 @@ def _body_framing(headers: Headers, error: type[RelayError]) -> tuple[Framing, i
             raise error("Transfer-Encoding must end with chunked")
         return Framing.CHUNKED, 0
     if cl:
-        if len(cl) > 1 or not re.fullmatch(r"[0-9]{1,18}", cl[0]):
+        if len(cl) > 1 or not _DIGITS.fullmatch(cl[0]):
             raise error("invalid or repeated Content-Length")
         length = int(cl[0])
         return (Framing.LENGTH, length) if length else (Framing.NONE, 0)

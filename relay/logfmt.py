@@ -22,7 +22,11 @@ _TOKEN_SHAPED = re.compile(r"rly_[0-9a-fA-F]{4,}[_0-9A-Za-z\-]*")
 def escape(value: object, cap: int = MAX_FIELD) -> str:
     """A logfmt value: bare if it is plain, else double-quoted with every control and non-ASCII
     character escaped (``\\n``, ``\\x1b``, ``\\u202e``); capped at ``cap`` characters before escaping."""
-    text = _TOKEN_SHAPED.sub("rly_[redacted]", str(value))
+    if type(value) is int:  # statuses, byte counts: nothing to redact or escape (hot path)
+        return str(value)
+    text = str(value)
+    if "rly_" in text:
+        text = _TOKEN_SHAPED.sub("rly_[redacted]", text)
     if len(text) > cap:
         text = text[:cap] + "..."
     if text and _BARE.fullmatch(text):

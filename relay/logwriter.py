@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import TextIO
 
 #: A batch this large is written at once (bytes of text).
@@ -59,3 +60,19 @@ class BatchedStreamHandler(logging.Handler):
             self.stream.flush()
         except (OSError, ValueError):  # a closed or full stderr must not stop the relay
             pass
+
+
+class LineFormatter(logging.Formatter):
+    """``TIME LEVEL LOGGER: MESSAGE``, with the date and time formatted once per second, not per line."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        self._second = -1
+        self._stamp = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        second = int(record.created)
+        if second != self._second:
+            self._second = second
+            self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", self.converter(record.created))
+        return f"{self._stamp},{int(record.msecs):03d}"

@@ -26,6 +26,10 @@ RESERVED_NAMES = frozenset(
         "security", "billing", "autoconfig", "autodiscover", "wpad", "localhost", "acme",
     }
 )  # fmt: skip
+#: Precompiled: normalise_host runs on every request.
+_PORT_SUFFIX = re.compile(r":[0-9]{1,5}")
+_PORT = re.compile(r"[0-9]{1,5}")
+_IP6ISH = re.compile(r"[0-9a-f:.]+")
 
 
 def validate_name(name: str) -> str:
@@ -63,12 +67,12 @@ def normalise_host(raw: str) -> str | None:
         if end < 0:
             return None
         rest = value[end + 1 :]
-        if rest and not re.fullmatch(r":[0-9]{1,5}", rest):
+        if rest and not _PORT_SUFFIX.fullmatch(rest):
             return None
         inner = value[1:end]
-        return f"[{inner}]" if re.fullmatch(r"[0-9a-f:.]+", inner) else None
+        return f"[{inner}]" if _IP6ISH.fullmatch(inner) else None
     host, sep, port = value.partition(":")
-    if sep and not (re.fullmatch(r"[0-9]{1,5}", port) and int(port) <= 65535):
+    if sep and not (_PORT.fullmatch(port) and int(port) <= 65535):
         return None
     host = host.removesuffix(".")
     return host if is_valid_hostname(host) else None

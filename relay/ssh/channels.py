@@ -38,6 +38,8 @@ class ChannelStream(asyncssh.SSHTCPSession[bytes]):
         self._paused_reading = False
         self._write_paused = False
         self._drain: asyncio.Future[None] | None = None
+        # Sessions are made inside the running loop; kept, since each lookup costs a getpid() on 3.11.
+        self._loop = asyncio.get_running_loop()
 
     # -- asyncssh's session callbacks ------------------------------------------------------------
 
@@ -84,7 +86,7 @@ class ChannelStream(asyncssh.SSHTCPSession[bytes]):
             raise self._lost
         if self._eof:
             return
-        self._waiter = asyncio.get_running_loop().create_future()
+        self._waiter = self._loop.create_future()
         try:
             await self._waiter
         finally:
@@ -149,7 +151,7 @@ class ChannelStream(asyncssh.SSHTCPSession[bytes]):
 
     async def drain(self) -> None:
         while self._write_paused and self._lost is None:
-            self._drain = asyncio.get_running_loop().create_future()
+            self._drain = self._loop.create_future()
             try:
                 await self._drain
             finally:
