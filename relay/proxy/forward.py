@@ -149,9 +149,7 @@ class Forwarder:
             if resp.status >= 200:
                 return resp, framing, length
             if head.version >= (1, 1):  # 100 Continue, 103 Early Hints: pass them on
-                visitor.writer.write(
-                    serialise_response(resp, downstream_headers(resp.headers, self.relay_domain))
-                )
+                visitor.send(serialise_response(resp, downstream_headers(resp.headers, self.relay_domain)))
                 await visitor.writer.drain()
 
     async def _read_head(self, stream: Stream, body: asyncio.Task[int] | None) -> bytes:
@@ -204,11 +202,11 @@ class Forwarder:
         writer, idle = visitor.writer, self.limits.stream_idle_timeout
         try:
             if framing is Framing.LENGTH and length <= SMALL_BODY:
-                writer.write(out + await self._small_body(stream, length, idle))
+                visitor.send(out + await self._small_body(stream, length, idle))
                 sent += length
                 await visitor.drained(idle)
             else:
-                writer.write(out)
+                visitor.send(out)
                 if framing is Framing.LENGTH:
                     sent += await copy_exact(stream.reader, writer, length, idle=idle)
                 elif framing is Framing.CHUNKED:
@@ -245,7 +243,7 @@ class Forwarder:
 
     async def _upgrade(self, visitor: Visitor, resp: ResponseHead, tunnel: Tunnel, stream: Stream) -> Outcome:
         out = serialise_response(resp, downstream_headers(resp.headers, self.relay_domain))
-        visitor.writer.write(out)
+        visitor.send(out)
         await visitor.writer.drain()
         visitor.busy = False  # a WebSocket may idle for days; shutdown need not wait for it
         to_backend, to_visitor = await pipe(

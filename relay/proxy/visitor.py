@@ -57,6 +57,7 @@ class Visitor:
         self.peer_ip = peer_ip
         self.scheme = scheme
         self.busy = False  # a request is in flight (shutdown waits for it)
+        self.answering = False  # bytes of the current request's response were sent
         self.draining = False
         self._idle: tuple[Tunnel, Stream] | None = None
 
@@ -87,6 +88,15 @@ class Visitor:
         if self._idle is not None:
             self._idle[1].close()
             self._idle = None
+
+    def send(self, data: bytes) -> None:
+        """Write response bytes of the current request (after this, an error can only close)."""
+        self.answering = True
+        if self.writer.transport.is_closing():
+            # The visitor left. Writes skip drain() when the socket took everything (drained()), so
+            # nothing else noticed; uvloop would raise RuntimeError for a write to a closed transport.
+            raise ConnectionResetError("the visitor's connection is closed")
+        self.writer.write(data)
 
     async def drained(self, idle: float | None) -> None:
         """Wait until the visitor took what was written, at most ``idle`` seconds without progress.
@@ -152,6 +162,7 @@ class Visitor:
         started = time.monotonic()
         client = client_address(self.peer_ip, head.headers, self.front.trust_proxy)
         outcome, note = Outcome(0, 0, False), None
+        self.answering = False
         try:
             outcome, note = await self._serve_request(head, client)
             return outcome.keep
@@ -168,6 +179,18 @@ class Visitor:
         except (ConnectionError, asyncio.IncompleteReadError, Truncated):
             note = "visitor connection lost"
             raise
+        except Exception:
+            # A bug: one traceback with the request's context; this connection alone ends, with a
+            # 502 if nothing of the response was sent yet.
+            note = "internal error"
+            log.exception(
+                "request failed: client=%s host=%s %s %s", client, head.host, head.method, head.path
+            )
+            if not self.answering:
+                reply = Reply.error(502, "the relay failed on this request; it was logged", html=False)
+                outcome = Outcome(reply.status, len(reply.body), False)
+                await self._send(reply, keep=False)
+            raise Abort("internal error") from None
         finally:
             # The one line for this request. The path has no query (tokens may be there); cookies,
             # the relay header and tokens are never logged; logfmt escapes and caps what is.
@@ -213,5 +236,5 @@ class Visitor:
         return Outcome(reply.status, len(reply.body), keep)
 
     async def _send(self, reply: Reply, *, keep: bool, head_only: bool = False) -> None:
-        self.writer.write(reply.encode(keep=keep, head_only=head_only))
+        self.send(reply.encode(keep=keep, head_only=head_only))
         await self.writer.drain()

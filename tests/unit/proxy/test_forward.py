@@ -19,8 +19,14 @@ FAST = replace(Limits(), upstream_response_timeout=0.1, stream_idle_timeout=0.1,
 
 
 class _Transport:
+    def __init__(self) -> None:
+        self.closing = False
+
     def get_write_buffer_size(self) -> int:
         return 0
+
+    def is_closing(self) -> bool:
+        return self.closing
 
 
 class Sink:
@@ -45,6 +51,7 @@ class Sink:
 
     def close(self) -> None:
         self.closed = True
+        self.transport.closing = True
 
     def is_closing(self) -> bool:
         return self.closed
@@ -209,3 +216,38 @@ async def test_an_upgrade_pipes_both_ways_and_never_keeps_the_channel() -> None:
     assert outcome.status == 101 and not outcome.keep
     assert bytes(sink.data).endswith(b"from-app")
     assert bytes(backend.channels[0][1].data).endswith(b"from-visitor")
+
+
+class _BuggyRouter:
+    def route(self, head: Any, **kwargs: Any) -> Any:
+        raise ValueError("a bug in the pipeline")
+
+
+async def test_a_bug_answers_502_logs_one_traceback_and_closes_only_that_connection(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from relay.proxy.visitor import Front
+
+    front = Front(FAST, cast(Any, _BuggyRouter()), cast(Any, None), FORWARDER, ())
+    reader = asyncio.StreamReader()
+    reader.feed_data(
+        b"GET /x HTTP/1.1\r\nHost: lab.localhost\r\n\r\nGET /y HTTP/1.1\r\nHost: lab.localhost\r\n\r\n"
+    )
+    sink = Sink()
+    visitor = Visitor(front, reader, cast(Any, sink), "127.0.0.1", "http")
+    with caplog.at_level("ERROR"):
+        await visitor.serve()
+    assert bytes(sink.data).startswith(b"HTTP/1.1 502 ")
+    assert b"Connection: close" in bytes(sink.data) and bytes(sink.data).count(b"HTTP/1.1") == 1
+    tracebacks = [r for r in caplog.records if r.exc_info]
+    assert len(tracebacks) == 1 and "host=lab.localhost GET /x" in tracebacks[0].getMessage()
+    assert sink.closed
+
+
+async def test_a_visitor_gone_before_the_response_is_a_lost_connection_not_a_bug() -> None:
+    backend = Backend(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    visitor, sink = _visitor()
+    sink.close()  # the visitor hung up while the backend answered
+    with pytest.raises(Abort, match="visitor connection lost"):  # no traceback: not a bug
+        await FORWARDER.forward(visitor, _request(), _tunnel(backend))
+    assert backend.channels[0][1].closed
