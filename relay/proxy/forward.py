@@ -79,7 +79,7 @@ class Forwarder:
 
     async def _open(self, tunnel: Tunnel) -> Stream:
         try:
-            async with Deadline(self.limits.upstream_open_timeout):
+            async with Deadline(self.limits.upstream_open_timeout):  # rare: a new channel
                 return await tunnel.open_stream()
         except (TimeoutError, asyncio.TimeoutError):
             raise BadGateway("the tunnel's client did not open a channel in time") from None
@@ -125,7 +125,7 @@ class Forwarder:
         lim = self.limits
         while True:
             try:
-                raw = await self._read_head(stream, body)
+                raw = await self._read_head(visitor, stream, body)
                 if len(raw) > lim.http_max_head_bytes:
                     raise BadGateway("backend response head too large")
                 resp = parse_response_head(raw, max_headers=lim.http_max_headers)
@@ -152,13 +152,13 @@ class Forwarder:
                 visitor.send(serialise_response(resp, downstream_headers(resp.headers, self.relay_domain)))
                 await visitor.writer.drain()
 
-    async def _read_head(self, stream: Stream, body: asyncio.Task[int] | None) -> bytes:
+    async def _read_head(self, visitor: Visitor, stream: Stream, body: asyncio.Task[int] | None) -> bytes:
         """The next response head; fails fast if the visitor's body upload breaks meanwhile."""
         timeout = self.limits.upstream_response_timeout
         if body is None:
             # The common case (no request body): one read under a deadline, no extra task.
             try:
-                async with Deadline(timeout):
+                async with visitor.deadline(timeout):
                     return await stream.reader.readuntil(b"\r\n\r\n")
             except (TimeoutError, asyncio.TimeoutError):
                 raise RelayError("the backend did not answer in time", status=504) from None
@@ -202,7 +202,7 @@ class Forwarder:
         writer, idle = visitor.writer, self.limits.stream_idle_timeout
         try:
             if framing is Framing.LENGTH and length <= SMALL_BODY:
-                visitor.send(out + await self._small_body(stream, length, idle))
+                visitor.send(out + await self._small_body(visitor, stream, length, idle))
                 sent += length
                 await visitor.drained(idle)
             else:
@@ -229,9 +229,9 @@ class Forwarder:
         return Outcome(resp.status, sent, keep)
 
     @staticmethod
-    async def _small_body(stream: Stream, length: int, idle: float | None) -> bytes:
+    async def _small_body(visitor: Visitor, stream: Stream, length: int, idle: float | None) -> bytes:
         try:
-            async with Deadline(idle):
+            async with visitor.deadline(idle):
                 return await stream.reader.readexactly(length)
         except asyncio.IncompleteReadError:
             # Nothing reached the visitor yet: say what happened instead of a short 200.

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from .. import auth
 from ..deadline import Deadline
@@ -60,6 +61,12 @@ class Visitor:
         self.answering = False  # bytes of the current request's response were sent
         self.draining = False
         self._idle: tuple[Tunnel, Stream] | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None  # set when serving starts
+        self.task: asyncio.Task[Any] | None = None  # the task serving this connection
+
+    def deadline(self, seconds: float | None) -> Deadline:
+        """A deadline for a wait of this connection's own task (no loop or task lookups)."""
+        return Deadline(seconds, loop=self.loop, task=self.task)
 
     # -- the kept channel ----------------------------------------------------------------------
 
@@ -104,12 +111,14 @@ class Visitor:
         Usually the socket took it all at once: then there is nothing to wait for, and no timer is set
         (a lost connection shows on the next read or write)."""
         if self.writer.transport.get_write_buffer_size():
-            async with Deadline(idle):
+            async with self.deadline(idle):
                 await self.writer.drain()
 
     # -- the request loop ----------------------------------------------------------------------
 
     async def serve(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.task = asyncio.current_task(self.loop)
         try:
             first = True
             while not self.draining:
@@ -138,7 +147,7 @@ class Visitor:
             # A new connection has http_head_timeout for its whole first head; between keep-alive
             # requests the wait for the next one's first byte is http_keepalive_timeout, then the
             # rest of that head must follow within http_head_timeout (no slow drip of a head).
-            async with Deadline(lim.http_head_timeout if first else lim.http_keepalive_timeout) as due:
+            async with self.deadline(lim.http_head_timeout if first else lim.http_keepalive_timeout) as due:
                 lead = b""
                 if not first:
                     lead = await self.reader.readexactly(1)
@@ -224,7 +233,7 @@ class Visitor:
                 return await self._answer(head, Reply.from_error(exc, html=html)), str(exc)
         body = b""
         if head.framing is Framing.LENGTH:  # a login form, its size checked by the router
-            async with Deadline(front.limits.http_body_idle_timeout):
+            async with self.deadline(front.limits.http_body_idle_timeout):
                 body = await self.reader.readexactly(head.length)
             head.framing = Framing.NONE  # consumed
         return await self._answer(head, front.portal.relay_host(head, body, client)), None
