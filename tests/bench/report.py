@@ -74,6 +74,7 @@ def metrics(big_mib: int, connections: int, idle: tuple[int, int], delay_ms: int
             2,
             labels=(("direct", "direct, the browser through the same delayed link"),),
         ),
+        Metric("lab_cpu_ms", "… server-side CPU per cold Lab load", "ms", 0),
     ]
 
 
