@@ -91,7 +91,10 @@ class Forwarder:
                 head.headers, peer_ip=visitor.peer_ip, scheme=visitor.scheme, trusted=self.trust_proxy
             ),
         )
-        stream.writer.write(request)
+        try:
+            stream.writer.write(request)
+        except TunnelLost:  # the link dropped between the channel's last use and now
+            raise UpstreamFailed("the tunnel's client disconnected during the request", status=502) from None
         tunnel.bytes_in += len(request)
         body: asyncio.Task[int] | None = None
         idle = self.limits.http_body_idle_timeout

@@ -251,3 +251,19 @@ async def test_a_visitor_gone_before_the_response_is_a_lost_connection_not_a_bug
     with pytest.raises(Abort, match="visitor connection lost"):  # no traceback: not a bug
         await FORWARDER.forward(visitor, _request(), _tunnel(backend))
     assert backend.channels[0][1].closed
+
+
+async def test_a_link_lost_before_the_request_is_written_is_a_502_not_a_bug() -> None:
+    backend = Backend(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    tunnel = _tunnel(backend)
+    stream = await tunnel.open_stream()
+
+    def lost(data: bytes) -> None:
+        raise TunnelLost("connection lost")
+
+    stream.writer.write = lost  # type: ignore[method-assign]
+    visitor, sink = _visitor()
+    visitor.keep_idle(tunnel, stream)
+    with pytest.raises(UpstreamFailed) as info:
+        await FORWARDER.forward(visitor, _request(), tunnel)
+    assert info.value.status == 502 and sink.data == b""
