@@ -6,7 +6,8 @@ the crypto. Per data packet asyncssh (2.21–2.24):
 1. sends an ``SSH_MSG_IGNORE`` packet first — a countermeasure against the CBC-mode IV attack that
    AEAD ciphers do not need (OpenSSH sends none); it doubles packets, ``send()`` calls and the peer's
    work. The relay offers only AES-GCM (``protocol.SSH_ENCRYPTION_ALGS``), so it is dropped there;
-2. builds a new ``AESGCM`` object for each packet, in both directions: one object per key is kept;
+2. builds a new ``AESGCM`` object for each packet, in both directions: one object per key is kept
+   once the key has handled ``KEEP_AFTER`` packets (so idle tunnels keep their memory);
 3. formats a packet-log message (names, plurals, f-strings) before checking that nobody logs it;
 4. cancels and re-arms the keepalive timer for each chunk it receives: the timer now re-arms itself
    for the remainder when it fires early;
@@ -15,19 +16,20 @@ the crypto. Per data packet asyncssh (2.21–2.24):
    out at once, so a disconnect is never held back.
 
 Each item needs asyncssh internals the library does not expose, so they live here, applied per
-connection (instance attributes, never class patches: other asyncssh users in the process are
-untouched), and ``tests/unit/test_ssh_tuning.py`` fails loudly when asyncssh changes under them. When a
-needed attribute is missing the connection runs untuned (correct, slower) and one warning is logged.
+connection (its class swapped for a subclass with the overrides; asyncssh's own classes are never
+patched, so other asyncssh users in the process are untouched), and ``tests/unit/test_ssh_tuning.py``
+fails loudly when asyncssh changes under them. When a needed attribute is missing the connection runs
+untuned (correct, slower) and one warning is logged.
 Items 1, 2, 3 and 5 belong upstream; ``RELAY_SSH_TUNING=off`` turns this module off (the e2e suite
 runs both ways).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import asyncssh
@@ -82,14 +84,33 @@ def missing_internals(conn: object) -> list[str]:
     return missing
 
 
+#: Packets a key handles before it gets a kept AESGCM object. An OpenSSL context costs ~2.5 KiB, two
+#: per connection: an idle tunnel (a few dozen packets of set-up and keepalives) never pays for them.
+KEEP_AFTER = 64
+
+
 class _KeptGCM:
-    """``GCMCipher`` with one AESGCM object per key and the invocation counter kept as an int."""
+    """``GCMCipher`` with one AESGCM object per key once the key is busy, and the invocation counter
+    kept as an int."""
+
+    __slots__ = ("_aead", "_counter", "_fixed", "_key", "_uses")
 
     def __init__(self, original: GCMCipher) -> None:
-        self._aead = AESGCM(original._key)
+        self._key: bytes = original._key
+        self._aead: AESGCM | None = None
+        self._uses = 0
         iv: bytes = original._iv
         self._fixed = iv[:4]
         self._counter = int.from_bytes(iv[4:], "big")
+
+    def _cipher(self) -> AESGCM:
+        if self._aead is not None:
+            return self._aead
+        self._uses += 1
+        if self._uses < KEEP_AFTER:
+            return AESGCM(self._key)
+        self._aead = AESGCM(self._key)
+        return self._aead
 
     def _next_iv(self) -> bytes:
         iv = self._fixed + self._counter.to_bytes(8, "big")
@@ -97,12 +118,12 @@ class _KeptGCM:
         return iv
 
     def encrypt_and_sign(self, header: bytes, data: bytes) -> tuple[bytes, bytes]:
-        sealed = self._aead.encrypt(self._next_iv(), data, header)
+        sealed = self._cipher().encrypt(self._next_iv(), data, header)
         return header + sealed[:-16], sealed[-16:]
 
     def verify_and_decrypt(self, header: bytes, data: bytes, mac: bytes) -> bytes | None:
         try:
-            return self._aead.decrypt(self._next_iv(), data + mac, header)
+            return self._cipher().decrypt(self._next_iv(), data + mac, header)
         except Exception:  # cryptography's InvalidTag: asyncssh turns None into a MAC error
             return None
 
@@ -114,77 +135,115 @@ def _keep_gcm(encryption: object) -> None:
             encryption._cipher = _KeptGCM(cipher)  # type: ignore[assignment]
 
 
-@dataclass(eq=False)
 class _State:
-    conn: Any
-    send_packet: Callable[..., None]
-    keepalive_fired: Callable[[], None]
-    queue: list[bytes] = field(default_factory=list)
-    hot: bool = False
-    last_rx: float = 0.0
-    send_encryption: object = None
-    recv_encryption: object = None
-    aead: bool = False  # the send cipher authenticates each packet itself (no CBC-era IGNOREs needed)
+    """What the tuning keeps per connection: one attribute on it (``_relay_tuning``)."""
 
-    def send_packet_tuned(self, pkttype: int, *args: bytes, handler: object = None) -> None:
-        conn = self.conn
-        if conn._send_encryption is not self.send_encryption:  # new keys (first kex or a rekey)
-            self.send_encryption = conn._send_encryption
-            self.aead = isinstance(self.send_encryption, (GCMEncryption, ChachaEncryption))
-            _keep_gcm(self.send_encryption)
-        if pkttype == MSG_IGNORE and self.aead:
+    __slots__ = ("aead", "hot", "last_rx", "packet_log", "queue", "recv_encryption", "send_encryption")
+
+    def __init__(self, packet_log: bool) -> None:
+        self.queue: list[bytes] = []
+        self.hot = False  # the packet being sent may wait for the end of the loop pass
+        self.last_rx = 0.0
+        self.send_encryption: object = None
+        self.recv_encryption: object = None
+        self.aead = False  # the send cipher authenticates each packet itself (no CBC-era IGNOREs)
+        self.packet_log = packet_log
+
+
+class _Tuned:
+    """Overrides for one connection, mixed in front of its asyncssh class.
+
+    The connection's class is swapped for ``(_Tuned, its class)`` rather than bound methods set on
+    the instance: the overrides are plain method calls, and the connection carries one attribute more
+    (``_relay_tuning``), not six bound-method objects."""
+
+    _relay_tuning: _State
+    _send_encryption: Any
+    _recv_encryption: Any
+    _transport: Any
+    _loop: asyncio.AbstractEventLoop
+    _auth_complete: bool
+    _keepalive_timer: asyncio.TimerHandle | None
+    _keepalive_interval: float
+    _set_keepalive_timer: Callable[[], None]
+
+    def send_packet(self, pkttype: int, *args: bytes, handler: Any = None) -> None:
+        state = self._relay_tuning
+        if self._send_encryption is not state.send_encryption:  # new keys (first kex or a rekey)
+            state.send_encryption = self._send_encryption
+            state.aead = isinstance(state.send_encryption, (GCMEncryption, ChachaEncryption))
+            _keep_gcm(state.send_encryption)
+        if pkttype == MSG_IGNORE and state.aead:
             # The relay itself never sends one: this is asyncssh's CBC countermeasure.
             return
-        if conn._recv_encryption is not self.recv_encryption:
-            self.recv_encryption = conn._recv_encryption
-            _keep_gcm(self.recv_encryption)
-        outer, self.hot = self.hot, pkttype in _HOT
+        if self._recv_encryption is not state.recv_encryption:
+            state.recv_encryption = self._recv_encryption
+            _keep_gcm(state.recv_encryption)
+        outer, state.hot = state.hot, pkttype in _HOT
         try:
-            self.send_packet(pkttype, *args, handler=handler)
+            super().send_packet(pkttype, *args, handler=handler)  # type: ignore[misc]
         finally:
-            self.hot = outer
+            state.hot = outer
 
-    def send(self, data: bytes) -> None:
-        transport = self.conn._transport
+    def _send(self, data: bytes) -> None:
+        transport = self._transport
         if transport is None:
             return
-        if self.hot:
-            if not self.queue:
+        state = self._relay_tuning
+        if state.hot:
+            if not state.queue:
                 # FIFO: this runs before any abort asyncssh schedules after queueing more packets.
-                self.conn._loop.call_soon(self.flush, transport)
-            self.queue.append(data)
+                self._loop.call_soon(_flush, state, transport)
+            state.queue.append(data)
             return
-        if self.queue:
-            self.flush(transport)
+        if state.queue:
+            _flush(state, transport)
         try:  # noqa: SIM105 - on the hot path, cheaper than contextlib.suppress
             transport.write(data)
         except ConnectionError:
             pass
 
-    def flush(self, transport: Any) -> None:
-        queue, self.queue = self.queue, []
-        if queue:
-            try:  # noqa: SIM105 - on the hot path, cheaper than contextlib.suppress
-                transport.writelines(queue)
-            except ConnectionError:
-                pass
+    def _reset_keepalive_timer(self) -> None:
+        if self._auth_complete:
+            self._relay_tuning.last_rx = self._loop.time()
+            if self._keepalive_timer is None:
+                self._set_keepalive_timer()
 
-    def reset_keepalive(self) -> None:
-        conn = self.conn
-        if conn._auth_complete:
-            self.last_rx = conn._loop.time()
-            if conn._keepalive_timer is None:
-                conn._set_keepalive_timer()
-
-    def keepalive_timer(self) -> None:
-        conn = self.conn
-        interval = conn._keepalive_interval
-        quiet = conn._loop.time() - self.last_rx
+    def _keepalive_timer_callback(self) -> None:
+        interval = self._keepalive_interval
+        quiet = self._loop.time() - self._relay_tuning.last_rx
         if interval and quiet < interval:
             # Data arrived since the timer was set: wait out the rest of the interval.
-            conn._keepalive_timer = conn._loop.call_later(interval - quiet, conn._keepalive_timer_callback)
+            self._keepalive_timer = self._loop.call_later(interval - quiet, self._keepalive_timer_callback)
             return
-        self.keepalive_fired()
+        super()._keepalive_timer_callback()  # type: ignore[misc]
+
+    def log_sent_packet(self, *args: Any, **kwargs: Any) -> None:
+        if self._relay_tuning.packet_log:
+            super().log_sent_packet(*args, **kwargs)  # type: ignore[misc]
+
+    def log_received_packet(self, *args: Any, **kwargs: Any) -> None:
+        if self._relay_tuning.packet_log:
+            super().log_received_packet(*args, **kwargs)  # type: ignore[misc]
+
+
+def _flush(state: _State, transport: Any) -> None:
+    queue, state.queue = state.queue, []
+    if queue:
+        try:  # noqa: SIM105 - on the hot path, cheaper than contextlib.suppress
+            transport.writelines(queue)
+        except ConnectionError:
+            pass
+
+
+_tuned_classes: dict[type, type] = {}
+
+
+def _tuned_class(kind: type) -> type:
+    tuned = _tuned_classes.get(kind)
+    if tuned is None:
+        tuned = _tuned_classes[kind] = type(f"Tuned{kind.__name__}", (_Tuned, kind), {})
+    return tuned
 
 
 def _no_packet_log(*args: object, **kwargs: object) -> None:
@@ -206,19 +265,9 @@ def tune_connection(conn: asyncssh.SSHServerConnection) -> bool:
             _warned = True
             log.warning("asyncssh %s lacks %s: SSH runs untuned", asyncssh.__version__, ", ".join(missing))
         return False
-    kind = type(conn)
     c: Any = conn
-    state = _State(
-        conn=conn,
-        send_packet=kind.send_packet.__get__(conn),
-        keepalive_fired=kind._keepalive_timer_callback.__get__(conn),
-    )
-    c.send_packet = state.send_packet_tuned
-    c._send = state.send
-    c._reset_keepalive_timer = state.reset_keepalive
-    c._keepalive_timer_callback = state.keepalive_timer
-    if not _packet_log_wanted():
-        c.log_sent_packet = c.log_received_packet = _no_packet_log
+    c._relay_tuning = _State(packet_log=_packet_log_wanted())
+    c.__class__ = _tuned_class(type(conn))
     return True
 
 
