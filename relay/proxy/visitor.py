@@ -18,7 +18,7 @@ from ..deadline import Deadline
 from ..errors import RelayError
 from ..http1 import Framing, RequestHead, get_one, parse_request_head
 from ..limits import Limits
-from ..logfmt import emit
+from ..logfmt import emit, escape
 from ..pump import Truncated
 from ..rewrite import IPNetwork, client_address
 from ..store import STORE_ERRORS
@@ -192,8 +192,8 @@ class Visitor:
             # A bug: one traceback with the request's context; this connection alone ends, with a
             # 502 if nothing of the response was sent yet.
             note = "internal error"
-            log.exception(
-                "request failed: client=%s host=%s %s %s", client, head.host, head.method, head.path
+            log.exception(  # the visitor's text escaped, as on the access line
+                "request failed: client=%s host=%s %s %s", client, head.host, head.method, escape(head.path)
             )
             if not self.answering:
                 reply = Reply.error(502, "the relay failed on this request; it was logged", html=False)
