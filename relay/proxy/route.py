@@ -35,9 +35,10 @@ class RelayHost:
 
 @dataclass(frozen=True)
 class Forward:
-    """Allowed: forward the request to this tunnel."""
+    """Allowed: forward the request to this tunnel (``html``: how to word an error reply, if one)."""
 
     tunnel: Tunnel
+    html: bool
 
 
 Decision = Answer | RelayHost | Forward
@@ -60,7 +61,8 @@ class Router:
         self.trust_proxy = trust_proxy
 
     def route(self, head: RequestHead, *, scheme: str, peer_ip: str, client: str) -> Decision:
-        html = auth.wants_html(get_one(head.headers, "accept") or "")
+        accept = get_one(head.headers, "accept") or ""
+        html = auth.wants_html(accept)
         host, path = head.host, head.path
         # 1. Caddy's TLS ask and health checks call the relay at its own address (any Host but a
         #    tunnel's), over plain HTTP.
@@ -98,7 +100,7 @@ class Router:
                 method=head.method,
                 is_upgrade=head.is_upgrade,
                 origin=get_one(head.headers, "origin"),
-                accept=get_one(head.headers, "accept") or "",
+                accept=accept,
                 tunnel_origin=tunnel_origin,
                 user_id=user_id,
             ),
@@ -106,7 +108,7 @@ class Router:
         )
         if verdict is not auth.Verdict.ALLOW:
             return Answer(self._refuse(verdict, tunnel_origin + head.target, html), note=verdict.value)
-        return Forward(tunnel)
+        return Forward(tunnel, html)
 
     def _relay_host(self, head: RequestHead, html: bool) -> Answer | RelayHost:
         if head.method == "POST" and head.path.startswith(RELAY_PATH_PREFIX):

@@ -40,14 +40,13 @@ class Proxy:
         limiter: FailureLimiter,
         trust_proxy: tuple[IPNetwork, ...],
         limits: Limits | None = None,
-        sso: SsoCodes | None = None,
     ) -> None:
         self.limits = limits = limits or Limits()
         self.gate = Gate(limits.http_max_connections, limits.http_max_connections_per_address)
         self.trust_proxy = trust_proxy
         self.credentials = Credentials(store=store, limiter=limiter, public=public)
         self.portal = Portal(
-            store=store, registry=registry, public=public, sso=sso or SsoCodes(), credentials=self.credentials
+            store=store, registry=registry, public=public, sso=SsoCodes(), credentials=self.credentials
         )
         router = Router(
             registry=registry,

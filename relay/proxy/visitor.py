@@ -13,10 +13,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .. import auth
 from ..deadline import Deadline
 from ..errors import RelayError
-from ..http1 import Framing, RequestHead, get_one, parse_request_head
+from ..http1 import Framing, RequestHead, parse_request_head
 from ..limits import Limits
 from ..logfmt import emit, escape
 from ..pump import Truncated
@@ -224,7 +223,7 @@ class Visitor:
         if isinstance(decision, Answer):
             return await self._answer(head, decision.reply), decision.note
         if isinstance(decision, Forward):
-            html = auth.wants_html(get_one(head.headers, "accept") or "")
+            html = decision.html
             try:
                 return await front.forwarder.forward(self, head, decision.tunnel), None
             except UpstreamFailed as exc:

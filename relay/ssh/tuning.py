@@ -27,6 +27,7 @@ runs both ways).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 from collections.abc import Callable
@@ -78,10 +79,14 @@ def enabled() -> bool:
 
 def missing_internals(conn: object) -> list[str]:
     """What this asyncssh lacks of the internals the tuning needs (empty: all there)."""
-    missing = [name for name in _CONN_ATTRS if not hasattr(conn, name)]
+    return [name for name in _CONN_ATTRS if not hasattr(conn, name)] + _missing_in_gcm()
+
+
+@functools.cache
+def _missing_in_gcm() -> list[str]:
+    # Once per process: the cipher class does not change between connections.
     probe = GCMCipher("aes128-gcm", b"\0" * 16, b"\0" * 12)
-    missing += [f"GCMCipher.{name}" for name in ("_key", "_iv") if not hasattr(probe, name)]
-    return missing
+    return [f"GCMCipher.{name}" for name in ("_key", "_iv") if not hasattr(probe, name)]
 
 
 #: Packets a key handles before it gets a kept AESGCM object. An OpenSSL context costs ~2.5 KiB, two

@@ -54,18 +54,24 @@ class CpuUse:
 
 @dataclass
 class CpuMeter:
-    """``with CpuMeter(sides) as use: ...``: fills ``use`` when the block ends."""
+    """``with CpuMeter(sides) as use: ...``: fills ``use`` when the block ends. ``None`` (the direct
+    rows: no tunnel to weigh) measures nothing and leaves ``use`` at zero."""
 
-    sides: Sides
+    sides: Sides | None
     use: CpuUse = field(default_factory=CpuUse)
 
+    def __post_init__(self) -> None:
+        self.sides = self.sides or Sides((), ())
+
     def __enter__(self) -> CpuUse:
+        assert self.sides is not None
         self._server = tree_cpu_seconds(self.sides.server)
         self._client = tree_cpu_seconds(self.sides.client)
         self._busy, self._total = machine_ticks()
         return self.use
 
     def __exit__(self, *exc: object) -> None:
+        assert self.sides is not None
         self.use.server_s = tree_cpu_seconds(self.sides.server) - self._server
         self.use.client_s = tree_cpu_seconds(self.sides.client) - self._client
         busy, total = machine_ticks()

@@ -24,7 +24,7 @@ from tests.e2e.harness import start_relay
 
 from . import idle_tunnels, machine, report, wide_area, workloads
 from .backends import SMALL_BODY, SMALL_PATH, Files, start_backend
-from .cpu import CpuMeter, Sides
+from .cpu import CpuMeter
 from .http_client import Downloader
 from .report import ROW_ORDER, Results
 from .stacks import ORDER, TUNNELS, Stack, start_servers, start_stacks
@@ -98,7 +98,7 @@ class Testbed:
         if self.wide is not None:
             for _ in range(self.profile.lab_loads):
                 for stack in _rotated(self.wide.stacks, r):
-                    with CpuMeter(stack.sides or Sides((), ())) as use:
+                    with CpuMeter(stack.sides) as use:
                         seconds = (await self.wide.load(stack)).seconds
                     figures = {"lab_s": seconds}
                     if stack.sides is not None:  # what serving one cold Lab load costs the server

@@ -36,15 +36,10 @@ WS_WINDOW = 64
 WS_PAYLOAD = 64
 
 
-def _meter(sides: Sides | None) -> CpuMeter:
-    # The direct rows have no tunnel: an empty tree weighs nothing and reports nothing.
-    return CpuMeter(sides or Sides((), ()))
-
-
 async def bulk(
     endpoint: Endpoint, files: Files, downloader: Downloader, sides: Sides | None = None
 ) -> dict[str, float]:
-    with _meter(sides) as use:
+    with CpuMeter(sides) as use:
         got = await downloader.aget(endpoint, BIG_PATH)
     if got.status != 200 or got.length != files.big_size or got.sha256 != files.big_sha256:
         raise WrongBytes(f"download: status {got.status}, {got.length} bytes, sha256 {got.sha256[:16]}…")
@@ -80,7 +75,7 @@ def _cpu_figures(use: CpuUse, units: float, prefix: str, sides: Sides | None) ->
 async def small(endpoint: Endpoint, sizes: Sizes, sides: Sides | None = None) -> dict[str, float]:
     """wrk over ``sizes.connections`` keep-alive connections; the body is checked once beforehand."""
     await check_small(endpoint)
-    with _meter(sides) as use:
+    with CpuMeter(sides) as use:
         result = _checked(
             await wrk.run(endpoint, SMALL_PATH, connections=sizes.connections, seconds=sizes.wrk_seconds),
             "small requests",
@@ -103,7 +98,7 @@ async def one_visitor(endpoint: Endpoint, sizes: Sizes) -> dict[str, float]:
 
 async def new_connections(endpoint: Endpoint, sizes: Sizes, sides: Sides | None = None) -> dict[str, float]:
     """wrk with ``Connection: close``: one new visitor connection per request."""
-    with _meter(sides) as use:
+    with CpuMeter(sides) as use:
         result = _checked(
             await wrk.run(
                 endpoint,
@@ -133,7 +128,7 @@ async def websocket(endpoint: Endpoint, sizes: Sizes, sides: Sides | None = None
             rtts.append((time.perf_counter() - started) * 1e3)
             if echo != payload:
                 raise WrongBytes(f"WebSocket echo {echo[:16]!r} for {payload[:16]!r}")
-        with _meter(sides) as use:
+        with CpuMeter(sides) as use:
             rate = await _ws_throughput(ws, sizes.ws_messages)
     rtts.sort()
     figures = {
