@@ -82,7 +82,10 @@ class RelaySSHServer(asyncssh.SSHServer):
         self.ctx = ctx
         self.conn: asyncssh.SSHServerConnection | None = None
         self.peer = "unknown"
+        #: Set only once the connection has authenticated: until then it is nobody's, whatever name
+        #: and key it presented (an unsigned "is this key acceptable?" query needs only a public key).
         self.user: User | None = None
+        self._candidate: User | None = None  # who the credential being tried belongs to
         self.tunnels: list[Tunnel] = []
         self.notices: list[str] = []  # refusals and events, shown on the session channel
         self.sessions: list[RelaySession] = []
@@ -161,7 +164,7 @@ class RelaySSHServer(asyncssh.SSHServer):
             # The user name is the client's text (a pasted token is redacted by logfmt).
             emit(log, logging.INFO, "ssh.auth_failed", peer=self.peer, user=username, why="bad token")
             return False
-        self.user = user
+        self._candidate = user
         return True
 
     def public_key_auth_supported(self) -> bool:
@@ -174,11 +177,14 @@ class RelaySSHServer(asyncssh.SSHServer):
         if user is None:
             self._key_refused = True
             return False
-        self.user = user
+        # Called for the unsigned query as well as for the signed request: only auth_completed,
+        # after asyncssh checked the signature, makes this connection the user's.
+        self._candidate = user
         return True
 
     def auth_completed(self) -> None:
-        assert self.user is not None and self.conn is not None
+        assert self._candidate is not None and self.conn is not None
+        self.user = self._candidate
         if self._pending_auth:
             self._pending_auth = False
             self.ctx.unauthenticated.leave(self.address)
@@ -198,6 +204,7 @@ class RelaySSHServer(asyncssh.SSHServer):
                 f"user {self.user.name} already has {cap} connections (the relay's limit); "
                 "close one or wait for stale ones to time out",
             )
+            self.user = None  # a refused connection counts for nobody while it goes
             return
         emit(log, logging.INFO, "ssh.authenticated", peer=self.peer, user=self.user.name)
 
