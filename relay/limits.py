@@ -41,6 +41,17 @@ class Limits:
     http_max_connections_per_address: int = _limit(
         128, "count", "visitor connections open at once from one address (not --trust-proxy); then 429"
     )
+    http_max_connections_per_network: int = _limit(
+        512,
+        "count",
+        "visitor connections open at once from one /24 (IPv4) or /64 (IPv6) network; then 429",
+    )
+    http_early_drop_connections: int = _limit(
+        1024,
+        "count",
+        "past this many open visitor connections a new one is refused (503) with a chance rising "
+        "from 30% to 100% at http_max_connections (OpenSSH's MaxStartups start:rate:full)",
+    )
     # -- upstream (the tunnel's backend, through an SSH channel) ---------------------------------
     upstream_open_timeout: float = _limit(
         15.0, "s", "the tunnel's client must accept a channel in this time, else 502"
@@ -67,6 +78,17 @@ class Limits:
     )
     ssh_max_unauthenticated_per_address: int = _limit(
         10, "count", "SSH connections not yet logged in from one address; past it new ones are closed"
+    )
+    ssh_max_unauthenticated_per_network: int = _limit(
+        30,
+        "count",
+        "SSH connections not yet logged in from one /24 (IPv4) or /64 (IPv6) network; then closed",
+    )
+    ssh_early_drop_unauthenticated: int = _limit(
+        50,
+        "count",
+        "past this many SSH connections not yet logged in a new one is closed with a chance rising "
+        "from 30% to 100% at ssh_max_unauthenticated (OpenSSH's MaxStartups start:rate:full)",
     )
     ssh_max_connections_per_user: int = _limit(
         20, "count", "SSH connections one user may hold at once; the next one is disconnected"

@@ -42,7 +42,12 @@ class Proxy:
         limits: Limits | None = None,
     ) -> None:
         self.limits = limits = limits or Limits()
-        self.gate = Gate(limits.http_max_connections, limits.http_max_connections_per_address)
+        self.gate = Gate(
+            limits.http_max_connections,
+            limits.http_max_connections_per_address,
+            limits.http_max_connections_per_network,
+            limits.http_early_drop_connections,
+        )
         self.trust_proxy = trust_proxy
         self.credentials = Credentials(store=store, limiter=limiter, public=public)
         self.portal = Portal(
@@ -80,8 +85,10 @@ class Proxy:
 
     async def _refuse_connection(self, writer: asyncio.StreamWriter, peer_ip: str, refusal: Refusal) -> None:
         """Past a connection cap: a fast answer without reading the request, then close."""
-        if refusal is Refusal.TOTAL:
+        if refusal in (Refusal.TOTAL, Refusal.EARLY_DROP):
             reply = Reply.error(503, "the relay is at its connection limit; retry shortly", html=False)
+        elif refusal is Refusal.PER_NETWORK:
+            reply = Reply.error(429, "too many connections from your network", html=False)
         else:
             reply = Reply.error(429, "too many connections from your address", html=False)
         reply.headers.append(("Retry-After", str(BUSY_RETRY_AFTER)))

@@ -48,8 +48,12 @@ class SshContext:
     unauthenticated: Gate = field(init=False)
 
     def __post_init__(self) -> None:
+        limits = self.limits
         self.unauthenticated = Gate(
-            self.limits.ssh_max_unauthenticated, self.limits.ssh_max_unauthenticated_per_address
+            limits.ssh_max_unauthenticated,
+            limits.ssh_max_unauthenticated_per_address,
+            limits.ssh_max_unauthenticated_per_network,
+            limits.ssh_early_drop_unauthenticated,
         )
 
 
@@ -105,12 +109,14 @@ class RelaySSHServer(asyncssh.SSHServer):
         blocked = self.ctx.limiter.retry_after(self.address)
         if refusal is not None or blocked:
             # Refused before even the version string, like OpenSSH's MaxStartups: cheap for us, and
-            # those already admitted keep being served. asyncssh answers an exception raised here
-            # by closing the transport before it sends anything.
-            why = f"{refusal.value} cap of connections not yet logged in" if refusal else "too many failures"
+            # those already admitted keep being served. abort() closes the socket now; the raise
+            # stops asyncssh before it sends its version (without the abort it would close only
+            # on the next loop pass, after answering the client's hello with a KEXINIT).
+            why = f"{refusal.value}: connections not yet logged in" if refusal else "too many failures"
             emit(log, logging.WARNING, "ssh.refused", peer=self.peer, why=why)
             if refusal is None:
                 self.ctx.unauthenticated.leave(self.address)
+            conn.abort()
             raise AdmissionRefused(why)
         self._pending_auth = True
         self.ctx.connections.add(self)

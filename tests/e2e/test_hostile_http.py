@@ -325,6 +325,36 @@ async def test_connection_caps_total_and_per_address(workdir: Path) -> None:
         relay.stop()
 
 
+async def test_twenty_addresses_of_one_network_cannot_fill_the_front(workdir: Path) -> None:
+    """Idle sockets from twenty addresses of one /24 take that network's share; a visitor from
+    another network is still served (the per-address cap alone would let them fill the relay)."""
+    limits = {
+        "http_max_connections": "60",
+        "http_max_connections_per_address": "4",
+        "http_max_connections_per_network": "12",
+        "http_early_drop_connections": "60",  # = the total: no random refusals here
+        "http_head_timeout": "30",
+    }
+    relay = start_relay(workdir, extra=limit_args(limits))
+    held: list[tuple[bytes, asyncio.StreamWriter]] = []
+    refused: list[tuple[bytes, asyncio.StreamWriter]] = []
+    try:
+        for host in range(2, 22):
+            for _ in range(4):
+                reader, writer = await connect_from(relay.http_port, f"127.0.7.{host}")
+                out, closed = await read_until_closed(reader, timeout=0.2)
+                (refused if closed else held).append((out, writer))
+        assert len(held) == 12 and len(refused) == 80 - 12
+        assert all(statuses(out) == [429] and b"your network" in out for out, _ in refused)
+        health = b"GET /_relay/health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        out, _ = await exchange(relay, health, source="127.0.8.1")
+        assert statuses(out)[:1] == [200]
+    finally:
+        for _, writer in held + refused:
+            writer.close()
+        relay.stop()
+
+
 async def test_failed_tokens_are_rate_limited_per_address_without_locking_the_account(
     relay: RelayProcess, site: Site, hostile: HostileBackend
 ) -> None:

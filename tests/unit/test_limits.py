@@ -9,7 +9,7 @@ import resource
 
 import pytest
 
-from relay.admission import Gate, Refusal, raise_fd_limit
+from relay.admission import EARLY_DROP_RATE, Gate, Refusal, early_drop_chance, network_of, raise_fd_limit
 from relay.deadline import Deadline
 from relay.errors import BadRequest, ServiceUnavailable
 from relay.limits import Limits, describe, parse_overrides
@@ -89,6 +89,61 @@ def test_gate_forgets_addresses_with_nothing_open() -> None:
     assert gate.count("a") == 0 and len(gate) == 0 and not gate._by_address
     with pytest.raises(ValueError):
         gate.leave("a")
+
+
+@pytest.mark.parametrize(
+    ("address", "network"),
+    [
+        ("203.0.113.7", "203.0.113.0/24"),
+        ("203.0.113.255", "203.0.113.0/24"),
+        ("127.0.5.2", "127.0.5.0/24"),
+        ("::ffff:203.0.113.9", "203.0.113.0/24"),  # a v4 client on a dual-stack socket
+        ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
+        ("fe80::1%eth0", "fe80::/64"),
+        ("unknown", "unknown"),
+        ("", ""),
+    ],
+)
+def test_network_of_is_the_slash24_or_slash64(address: str, network: str) -> None:
+    assert network_of(address) == network
+
+
+def test_gate_caps_per_network_across_addresses() -> None:
+    gate = Gate(total=100, per_address=2, per_network=3)
+    assert [gate.enter(f"10.0.0.{n}") for n in range(1, 4)] == [None] * 3
+    assert gate.enter("10.0.0.4") is Refusal.PER_NETWORK  # a fresh address, the same /24
+    assert gate.enter("10.0.1.1") is None  # another network still gets in
+    assert gate.network_count("10.0.0.99") == 3
+    assert gate.enter("proxy", exempt_per_address=True) is None  # a trusted proxy is exempt
+    gate.leave("10.0.0.2")
+    assert gate.enter("10.0.0.4") is None
+    for n in (1, 3, 4):
+        gate.leave(f"10.0.0.{n}")
+    assert gate.network_count("10.0.0.1") == 0 and "10.0.0.0/24" not in gate._by_network
+
+
+@pytest.mark.parametrize(
+    ("count", "chance"),
+    [
+        (0, 0.0),
+        (59, 0.0),
+        (60, EARLY_DROP_RATE),
+        (80, EARLY_DROP_RATE + (1 - EARLY_DROP_RATE) / 2),
+        (100, 1.0),
+    ],
+)
+def test_early_drop_chance_rises_linearly_from_start_to_full(count: int, chance: float) -> None:
+    assert early_drop_chance(count, start=60, full=100) == pytest.approx(chance)
+
+
+def test_gate_drops_early_by_the_draw_and_never_below_start() -> None:
+    draws = iter([0.99, 0.1, 0.5])
+    gate = Gate(total=10, per_address=10, per_network=10, early_drop=2, draw=lambda: next(draws))
+    assert gate.enter("a") is None and gate.enter("b") is None  # below start: no draw taken
+    assert gate.enter("c") is None  # chance 0.3 at start, drew 0.99
+    assert gate.enter("d") is Refusal.EARLY_DROP  # chance 0.3875 at 3 of 10, drew 0.1
+    assert gate.enter("d") is None  # the same chance, drew 0.5
+    assert len(gate) == 4 and next(draws, None) is None
 
 
 def test_fd_limit_is_raised_toward_what_the_caps_need_but_never_past_the_hard_limit() -> None:
