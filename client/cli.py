@@ -43,7 +43,8 @@ TokenOpt = Annotated[
     str | None,
     typer.Option(
         "--token",
-        help="Your relay token [env: RELAY_TOKEN, or the Colab secret RELAY_TOKEN]",
+        help="Your relay token [env: RELAY_TOKEN, or the Colab secret RELAY_TOKEN]. Prefer the variable: "
+        "other local users can read command lines",
         show_default=False,
     ),
 ]

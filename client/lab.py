@@ -41,7 +41,6 @@ class LabServer:
             "--ip=127.0.0.1",
             f"--port={self.port}",
             "--port-retries=0",
-            f"--IdentityProvider.token={self.token}",
             # Visitors arrive with the tunnel's Host name, not localhost.
             "--ServerApp.allow_remote_access=True",
             # The relay sets X-Forwarded-Proto/-Host; Lab uses them to build its own URLs.
@@ -52,6 +51,14 @@ class LabServer:
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             cmd.append("--allow-root")  # Colab runs everything as root
         return cmd
+
+    def environment(self) -> dict[str, str]:
+        """Lab's environment: its token in JUPYTER_TOKEN, because a command line is readable by every
+        local user (/proc/PID/cmdline) and an environment only by the process's owner; the relay
+        token is left out, since neither Lab nor its kernels need it."""
+        env = {k: v for k, v in os.environ.items() if k != "RELAY_TOKEN"}
+        env["JUPYTER_TOKEN"] = self.token
+        return env
 
     async def start(self, log_path: Path | None = None) -> None:
         if self.notebook_dir is not None and not self.notebook_dir.is_dir():
@@ -64,6 +71,7 @@ class LabServer:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=out,
                 stderr=out,
+                env=self.environment(),
                 start_new_session=True,
             )
         except FileNotFoundError as exc:

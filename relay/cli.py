@@ -248,9 +248,10 @@ async def _serve(config: Config) -> None:
             "relay: open a tunnel to a local port 8888 (enter the token as the password):",
             f"    ssh {port_flag}-R {boot.admin}:80:localhost:8888 {boot.admin}@{public.domain}",
             f"    → {public.tunnel_url(f'{boot.admin}.{public.domain}')}",
-            "relay: or with the Python client:",
-            f"    relay-client connect --relay {public.domain}:{service.ssh_port} "
-            f"--user {boot.admin} --token {boot.token} --port 8888",
+            "relay: or with the Python client (the token in the environment, not on its command line,"
+            " where every local user could read it):",
+            f"    RELAY_TOKEN={boot.token} relay-client connect --relay {public.domain}:{service.ssh_port} "
+            f"--user {boot.admin} --port 8888",
         ]
     service.handle_signals()
     out.append("relay: ready (Ctrl-C or SIGTERM stops it)")

@@ -546,15 +546,21 @@ def client_argv(ssh_port: int, args: list[str]) -> list[str]:
 
 
 async def start_client(
-    relay: RelayProcess, home: Path, args: list[str], *, timeout: float = 120
+    relay: RelayProcess,
+    home: Path,
+    args: list[str],
+    *,
+    timeout: float = 120,
+    env: dict[str, str] | None = None,
 ) -> ClientProcess:
-    """``relay-client connect ARGS --relay 127.0.0.1:SSH_PORT``; waits for the printed URL."""
+    """``relay-client connect ARGS --relay 127.0.0.1:SSH_PORT``; waits for the printed URL. ``env``
+    adds to the client's environment (e.g. ``RELAY_TOKEN``)."""
     proc = await asyncio.create_subprocess_exec(
         *client_argv(relay.ssh_port, args),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env=client_env(home),
+        env={**client_env(home), **(env or {})},
         start_new_session=True,
     )
     assert proc.stdout is not None and proc.stderr is not None

@@ -158,6 +158,43 @@ print("alive" if conn.alive else "closed", flush=True)
     assert await gone()
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (Lab, and anything Lab started), from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue  # gone meanwhile
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _assert_no_secret_in_argv(client_pid: int, secrets: list[str]) -> None:
+    """No token on the command line of the client or of anything it started; the relay token not in
+    Lab's environment either (a command line is readable by every local user)."""
+    below = _descendants(client_pid)
+    labs = [p for p in below if b"jupyterlab" in Path(f"/proc/{p}/cmdline").read_bytes()]
+    assert labs, "no JupyterLab process under the client"
+    for pid in [client_pid, *below]:
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        for secret in secrets:
+            assert secret.encode() not in argv, (pid, argv)
+    for pid in labs:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        assert not any(v.startswith(b"RELAY_TOKEN=") for v in environ)
+        assert f"JUPYTER_TOKEN={secrets[1]}".encode() in environ
+
+
 def _lab_token(url: str) -> str:
     return parse_qs(urlsplit(url).query)["token"][0]
 
@@ -169,11 +206,15 @@ async def test_lab_rest_and_kernel_websocket(relay: RelayProcess, workdir: Path)
     notebooks.mkdir()
     (notebooks / "hello.txt").write_text("hi")
     client = await start_client(
-        relay, workdir, ["--user", name, "--token", token, "--lab", "--notebook-dir", str(notebooks)]
+        relay,
+        workdir,
+        ["--user", name, "--lab", "--notebook-dir", str(notebooks)],
+        env={"RELAY_TOKEN": token},
     )
     try:
         assert client.url.startswith(relay.url(name) + "/lab?token=")
         lab = _lab_token(client.url)
+        _assert_no_secret_in_argv(client.proc.pid, [token, lab])
         host = f"{name}.localhost"
         both = {"Host": host, "X-Relay-Token": token, "Authorization": f"token {lab}"}
         async with aiohttp.ClientSession() as session:
