@@ -99,6 +99,19 @@ class Limits:
     ssh_max_sessions_per_connection: int = _limit(
         8, "count", "session channels (URL printing, `tunnels --json`) open at once on one connection"
     )
+    ssh_max_notices: int = _limit(
+        32,
+        "count",
+        "notices (refusals, take-overs) one SSH connection keeps for its sessions; older ones dropped",
+    )
+    ssh_max_notice_bytes: int = _limit(
+        8 * 1024, "bytes", "total size of one SSH connection's kept notices; older ones dropped"
+    )
+    ssh_log_burst: int = _limit(
+        20,
+        "count",
+        "log lines about one SSH connection's refused requests at once; then one per second",
+    )
     ssh_max_channels_per_tunnel: int = _limit(
         64, "count", "channels open at once to one tunnel's client; past it a visitor gets 503"
     )

@@ -26,6 +26,7 @@ from ..store import Store, User
 from ..tunnels import Registry, Tunnel
 from .channels import channel_opener
 from .connections import SshConnections
+from .notices import EXCERPT_CHARS, LogBudget, Notices, excerpt
 from .session import RelaySession
 from .tuning import tune_connection
 
@@ -91,7 +92,11 @@ class RelaySSHServer(asyncssh.SSHServer):
         self.user: User | None = None
         self._candidate: User | None = None  # who the credential being tried belongs to
         self.tunnels: list[Tunnel] = []
-        self.notices: list[str] = []  # refusals and events, shown on the session channel
+        limits = ctx.limits
+        # Refusals and events shown on the session channel, and this connection's share of the log:
+        # both bounded, whatever the client sends.
+        self.notices = Notices(limits.ssh_max_notices, limits.ssh_max_notice_bytes)
+        self.log_budget = LogBudget(limits.ssh_log_burst)
         self.sessions: list[RelaySession] = []
         self.open_sessions = 0  # session channels open now, started or not (capped)
         self.address = "unknown"  # the client's IP: the unit of admission and failure limits
@@ -147,9 +152,9 @@ class RelaySSHServer(asyncssh.SSHServer):
 
     def notify(self, message: str) -> None:
         """Tell the person at the client, on every open session (and later sessions)."""
-        self.notices.append(message)
+        kept = self.notices.add(message)
         for session in self.sessions:
-            session.write_notice(message)
+            session.write_notice(kept)
 
     # -- auth ----------------------------------------------------------------------------------
 
@@ -225,16 +230,21 @@ class RelaySSHServer(asyncssh.SSHServer):
                 raise RelayError(f"this connection already holds {cap} tunnels, the relay's limit")
             return self._register(self.user, self.conn, listen_host, listen_port)
         except RelayError as exc:
-            self.notify(f"refused -R {listen_host or '(default)'}:{listen_port}: {exc}")
-            emit(
-                log,
-                logging.INFO,
-                "ssh.forward_refused",
-                peer=self.peer,
-                user=self.user.name,
-                bind=f"{listen_host}:{listen_port}",
-                why=exc,
-            )
+            # The bind address and the reason quote the client's text: both are cut short.
+            why = excerpt(str(exc), 4 * EXCERPT_CHARS)
+            self.notify(f"refused -R {excerpt(listen_host) or '(default)'}:{listen_port}: {why}")
+            suppressed = self.log_budget.allow()
+            if suppressed is not None:
+                emit(
+                    log,
+                    logging.INFO,
+                    "ssh.forward_refused",
+                    peer=self.peer,
+                    user=self.user.name,
+                    bind=f"{excerpt(listen_host)}:{listen_port}",
+                    why=why,
+                    suppressed=suppressed or None,
+                )
             return False
 
     def _register(
@@ -316,7 +326,7 @@ class RelaySSHServer(asyncssh.SSHServer):
         mine = self.ctx.registry.for_user(self.user.id)
         return {
             "user": self.user.name,
-            "notices": list(self.notices),  # e.g. why a -R on this connection was refused
+            "notices": self.notices.lines(),  # e.g. why a -R on this connection was refused
             "tunnels": [
                 {**t.as_json(self.ctx.public.tunnel_url), "this_connection": t in self.tunnels} for t in mine
             ],

@@ -18,6 +18,11 @@ if TYPE_CHECKING:
     from .server import RelaySSHServer
 
 
+#: Bytes of notices a session may have waiting unsent before new ones are skipped for it (they stay
+#: in the connection's bounded list, which ``tunnels --json`` shows).
+NOTICE_BACKLOG = 64 * 1024
+
+
 class RelaySession(asyncssh.SSHServerSession[str]):
     """A session channel: prints URLs and idles, or answers the relay's own exec commands."""
 
@@ -62,7 +67,7 @@ class RelaySession(asyncssh.SSHServerSession[str]):
 
     def _greet(self) -> None:
         assert self.chan is not None
-        for message in self.server.notices:
+        for message in self.server.notices.lines():
             self.write_notice(message)
         urls = [self.server.ctx.public.tunnel_url(t.host) for t in self.server.tunnels]
         if urls:
@@ -75,8 +80,11 @@ class RelaySession(asyncssh.SSHServerSession[str]):
             )
 
     def write_notice(self, message: str) -> None:
-        if self.chan is not None and not self.chan.is_closing():
-            self.chan.write_stderr(f"relay: {message}{self._nl}")
+        if self.chan is None or self.chan.is_closing():
+            return
+        if self.chan.get_write_buffer_size() > NOTICE_BACKLOG:
+            return  # a client that does not read its session must not make us buffer for it
+        self.chan.write_stderr(f"relay: {message}{self._nl}")
 
     def _run(self, command: str) -> None:
         assert self.chan is not None

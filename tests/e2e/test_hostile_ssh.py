@@ -7,6 +7,7 @@ loopback), since admission and failure limits count per address."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from .harness import (
     limit_args,
     open_tunnel,
     read_until_closed,
+    relay_rss_kib,
     start_relay,
 )
 
@@ -161,6 +163,40 @@ async def test_forwards_per_connection_are_capped(
         reply = await fetch(relay, f"{name}a.localhost", "/echo", headers={"X-Relay-Token": token})
         assert reply.status == 200  # those within the cap work
     finally:
+        conn.close()
+
+
+async def test_thousands_of_refused_forwards_leave_memory_and_log_flat(
+    relay: RelayProcess, user: tuple[str, str]
+) -> None:
+    """Each refused -R quotes the client's bind address in a notice and a log line; the notices, the
+    quoted text and the log lines are bounded per connection, so the relay's RSS stays flat."""
+    name, token = user
+    conn = await login(relay, name, password=token, source="127.0.0.43")
+    idle = await conn.create_session(asyncssh.SSHClientSession)  # a session that never reads
+
+    async def refuse(count: int, start: int) -> None:
+        for n in range(start, start + count):
+            with pytest.raises(asyncssh.ChannelListenError):
+                await conn.forward_remote_port(f"{n}-" + "x" * 3000, 80, "127.0.0.1", 9)
+
+    try:
+        await refuse(500, 0)
+        before = relay_rss_kib(relay)
+        await refuse(4500, 500)
+        grown = relay_rss_kib(relay) - before
+        assert grown < 2048, f"RSS grew {grown} KiB over 4500 refused forwards"
+        result = await conn.run("tunnels --json", check=True)
+        doc = json.loads(str(result.stdout))
+        notices = doc["notices"]
+        assert notices[0].startswith("(") and "older notices dropped" in notices[0]
+        assert 1 < len(notices) <= 33 and all(len(n) < 1024 for n in notices)
+        assert "4999-" in notices[-1] and "chars)" in notices[-1]  # the newest, with its text cut
+        lines = [ln for ln in relay.log_text().splitlines() if "ssh.forward_refused" in ln and ".43:" in ln]
+        assert 20 <= len(lines) < 200 and any("suppressed=" in ln for ln in lines)
+        assert all(len(ln) < 2048 for ln in lines)
+    finally:
+        idle[0].close()
         conn.close()
 
 
