@@ -19,7 +19,9 @@ from .names import normalise_host
 from .protocol import MAX_HEADERS
 
 _TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
-_REQUEST_LINE = re.compile(rf"({_TOKEN}) ([^\x00-\x20\x7f]+) HTTP/(\d)\.(\d)")
+# The target is visible ASCII only (RFC 9112 §3.2): bytes over 0x7f would be read differently by
+# parsers that decode them.
+_REQUEST_LINE = re.compile(rf"({_TOKEN}) ([\x21-\x7e]+) HTTP/(\d)\.(\d)")
 _STATUS_LINE = re.compile(r"HTTP/1\.([01]) ([1-9]\d\d)(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?")
 _HEADER_NAME = re.compile(_TOKEN)
 _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
@@ -75,8 +77,15 @@ def get_one(headers: Headers, name: str) -> str | None:
     return values[0] if values else None
 
 
+def list_tokens(headers: Headers, name: str) -> list[str]:
+    """The comma-separated tokens of every ``name`` field, lowercased, in order. Only SP and HTAB are
+    stripped (RFC 9110 OWS): str.strip() would also remove Unicode spaces such as U+00A0 or U+0085,
+    and make ``chunked\xa0`` look like ``chunked`` to the relay but not to the backend."""
+    return [t for v in get_all(headers, name) for t in (p.strip(" \t").lower() for p in v.split(",")) if t]
+
+
 def connection_tokens(headers: Headers) -> set[str]:
-    return {t.strip().lower() for v in get_all(headers, "connection") for t in v.split(",") if t.strip()}
+    return set(list_tokens(headers, "connection"))
 
 
 def _body_framing(headers: Headers, error: type[RelayError]) -> tuple[Framing, int]:
@@ -85,9 +94,10 @@ def _body_framing(headers: Headers, error: type[RelayError]) -> tuple[Framing, i
     if te and cl:
         raise error("both Transfer-Encoding and Content-Length")
     if te:
-        codings = [c.strip().lower() for v in te for c in v.split(",") if c.strip()]
-        if not codings or codings[-1] != "chunked":
-            raise error("Transfer-Encoding must end with chunked")
+        # Exactly one coding, chunked: the relay forwards bodies as they are and must know where
+        # they end; another coding (gzip, ...) or chunked twice is where parsers disagree.
+        if list_tokens(headers, "transfer-encoding") != ["chunked"]:
+            raise error("Transfer-Encoding other than a single chunked")
         return Framing.CHUNKED, 0
     if cl:
         if len(cl) > 1 or not _DIGITS.fullmatch(cl[0]):
@@ -204,6 +214,9 @@ def response_framing(resp: ResponseHead, request_method: str) -> tuple[Framing, 
     """How the response body ends (RFC 9112 §6.3), given the request it answers."""
     if request_method == "HEAD" or resp.status < 200 or resp.status in (204, 304):
         return Framing.NONE, 0
+    if resp.version < (1, 1) and get_all(resp.headers, "transfer-encoding"):
+        # RFC 9112 §6.1: the framing of an HTTP/1.0 message with Transfer-Encoding is faulty.
+        raise BadGateway("backend sent Transfer-Encoding in an HTTP/1.0 response")
     framing, length = _body_framing(resp.headers, BadGateway)
     if framing is Framing.NONE and not get_all(resp.headers, "content-length"):
         return Framing.CLOSE, 0

@@ -88,6 +88,10 @@ async def _chunked(src: ByteReader, dst: ByteWriter, progress: Deadline) -> int:
         progress.extend()
         if line[:1] in (b" ", b"\t"):
             raise Truncated("folded trailer line")
+        if b"\n" in line[:-2] or b"\r" in line[:-2]:
+            # readuntil(CRLF) would pass "X: 1\nY: 2\r\n" along as one line; the next parser
+            # might see two fields, or the end of the message, at the bare LF.
+            raise Truncated("bare CR or LF in a chunked trailer")
         dst.write(line)
         moved += len(line)
         if line == b"\r\n":

@@ -11,13 +11,31 @@ from collections.abc import Sequence
 from http.cookies import SimpleCookie
 from urllib.parse import parse_qsl, unquote_plus
 
-from .http1 import Headers
+from .http1 import Headers, connection_tokens
 from .protocol import RELAY_COOKIE_NAMES, TOKEN_HEADER
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 #: Headers addressed to the relay as a proxy: never passed on.
 _PROXY_ONLY = frozenset({"proxy-authorization", "proxy-connection"})
+#: Hop-by-hop fields (RFC 9110 §7.6.1): they describe one connection, visitor↔relay or relay↔backend,
+#: and are removed before forwarding, with every field that Connection names. ``Upgrade`` goes on only
+#: with a WebSocket (or other) upgrade that the relay is forwarding.
+_HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "te", "upgrade"})
+#: Never removed because Connection names them: the relay forwards bodies as framed by these, and
+#: routes by Host; dropping one on the visitor's say-so would make relay and backend disagree.
+_FRAMING = frozenset({"host", "content-length", "transfer-encoding"})
+#: Response fields whose effect reaches beyond the tunnel's own host: ``Clear-Site-Data: "cookies"``
+#: clears cookies for the whole site (the relay's domain), signing the visitor out of every tunnel.
+_BEYOND_HOST = frozenset({"clear-site-data"})
+
+
+def _connection_scoped(tokens: set[str]) -> frozenset[str]:
+    """The fields to remove before forwarding a message whose Connection lists ``tokens``."""
+    listed = tokens - _FRAMING
+    return _HOP_BY_HOP | listed if listed else _HOP_BY_HOP
+
+
 #: Visitor headers that only the relay may set towards the backend.
 _FORWARDING = frozenset(
     {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded", "x-real-ip"}
@@ -84,9 +102,16 @@ def upstream_headers(headers: Headers, *, peer_ip: str, scheme: str, trusted: Se
     prior_for: list[str] = []
     proto = scheme
     host = None
+    tokens = connection_tokens(headers)
+    hop = _connection_scoped(tokens)
+    upgrade = "upgrade" in tokens and any(k.lower() == "upgrade" for k, _ in headers)
     for name, value in headers:
         lname = name.lower()
         if lname == TOKEN_HEADER or lname in _PROXY_ONLY:
+            continue
+        if lname in hop:
+            if upgrade and lname == "upgrade":
+                out.append((name, value))
             continue
         if lname == "cookie":
             value = strip_relay_cookies(value)
@@ -104,6 +129,8 @@ def upstream_headers(headers: Headers, *, peer_ip: str, scheme: str, trusted: Se
         if lname == "host":
             host = value
         out.append((name, value))
+    if upgrade:
+        out.append(("Connection", "Upgrade"))
     out.append(("X-Forwarded-For", ", ".join([*prior_for, peer_ip])))
     out.append(("X-Forwarded-Proto", proto))
     if host is not None:
@@ -132,9 +159,24 @@ def set_cookie_allowed(value: str, relay_domain: str) -> bool:
     return True
 
 
-def downstream_headers(headers: Headers, relay_domain: str) -> Headers:
-    """The response headers the visitor sees."""
-    return [(k, v) for k, v in headers if k.lower() != "set-cookie" or set_cookie_allowed(v, relay_domain)]
+def downstream_headers(headers: Headers, relay_domain: str, *, upgrade: bool = False) -> Headers:
+    """The response headers the visitor sees: without hop-by-hop fields (the relay sets its own
+    ``Connection``; a ``101`` keeps ``Connection: Upgrade`` and ``Upgrade``), without fields that act
+    beyond the tunnel's host, and without cookies the backend may not set."""
+    hop = _connection_scoped(connection_tokens(headers))
+    out: Headers = []
+    for name, value in headers:
+        lname = name.lower()
+        if lname in hop or lname in _BEYOND_HOST:
+            if upgrade and lname == "upgrade":
+                out.append((name, value))
+            continue
+        if lname == "set-cookie" and not set_cookie_allowed(value, relay_domain):
+            continue
+        out.append((name, value))
+    if upgrade:
+        out.append(("Connection", "Upgrade"))
+    return out
 
 
 def session_cookie(name: str, value: str, *, secure: bool, max_age: int) -> str:

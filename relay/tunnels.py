@@ -34,6 +34,12 @@ class ByteReader(Protocol):
     def at_eof(self) -> bool: ...
 
 
+class ChannelReader(ByteReader, Protocol):
+    """A tunnel channel's reader: it can also say how much arrived that nobody has read."""
+
+    def buffered(self) -> int: ...
+
+
 class ByteWriter(Protocol):
     def write(self, data: bytes) -> None: ...
     async def drain(self) -> None: ...
@@ -46,9 +52,14 @@ class ByteWriter(Protocol):
 class Stream:
     """A byte stream to a tunnel's backend (one SSH channel)."""
 
-    reader: ByteReader
+    reader: ChannelReader
     writer: ByteWriter
     on_close: Callable[[], None] | None = field(default=None, repr=False)
+
+    def clean(self) -> bool:
+        """May this channel carry another request? Only if it is open and nothing arrived past the
+        last response's framing: extra bytes would be read as the next request's response."""
+        return not self.reader.at_eof() and not self.reader.buffered() and not self.writer.is_closing()
 
     def close(self) -> None:
         if not self.writer.is_closing():

@@ -24,7 +24,6 @@ from ..http1 import (
     Framing,
     RequestHead,
     ResponseHead,
-    connection_tokens,
     parse_response_head,
     response_framing,
     serialise_request,
@@ -72,7 +71,7 @@ class Forwarder:
             outcome = await self._exchange(visitor, head, tunnel, stream)
             return outcome
         finally:
-            if outcome is not None and outcome.keep and not visitor.draining:
+            if outcome is not None and outcome.keep and not visitor.draining and stream.clean():
                 visitor.keep_idle(tunnel, stream)
             else:
                 stream.close()
@@ -147,8 +146,11 @@ class Forwarder:
                 raise
             except RelayError as exc:  # a broken response head (BadGateway) or no answer in time (504)
                 raise UpstreamFailed(str(exc), status=exc.status) from None
-            if resp.status == 101 and head.is_upgrade:
-                return resp, framing, length
+            if resp.status == 101:
+                if head.is_upgrade:
+                    return resp, framing, length
+                # Switching protocols nobody asked for: what follows is not HTTP for this request.
+                raise UpstreamFailed("the backend switched protocols without an upgrade request", status=502)
             if resp.status >= 200:
                 return resp, framing, length
             if head.version >= (1, 1):  # 100 Continue, 103 Early Hints: pass them on
@@ -196,10 +198,11 @@ class Forwarder:
         length: int,
     ) -> Outcome:
         keep = head.keep_alive and resp.keep_alive and framing is not Framing.CLOSE and not visitor.draining
-        out_headers = downstream_headers(resp.headers, self.relay_domain)
-        if not keep and "close" not in connection_tokens(out_headers):
-            out_headers = [(k, v) for k, v in out_headers if k.lower() != "connection"]
+        out_headers = downstream_headers(resp.headers, self.relay_domain)  # no Connection of its own
+        if not keep:
             out_headers.append(("Connection", "close"))
+        elif head.version < (1, 1):
+            out_headers.append(("Connection", "keep-alive"))  # an HTTP/1.0 visitor asked for it
         out = serialise_response(resp, out_headers)
         sent = len(out)
         writer, idle = visitor.writer, self.limits.stream_idle_timeout
@@ -245,7 +248,7 @@ class Forwarder:
             raise UpstreamFailed("the tunnel's client disconnected during the request", status=502) from None
 
     async def _upgrade(self, visitor: Visitor, resp: ResponseHead, tunnel: Tunnel, stream: Stream) -> Outcome:
-        out = serialise_response(resp, downstream_headers(resp.headers, self.relay_domain))
+        out = serialise_response(resp, downstream_headers(resp.headers, self.relay_domain, upgrade=True))
         visitor.send(out)
         await visitor.writer.drain()
         visitor.busy = False  # a WebSocket may idle for days; shutdown need not wait for it

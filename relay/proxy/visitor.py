@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..deadline import Deadline
-from ..errors import RelayError
+from ..errors import BadRequest, RelayError
 from ..http1 import Framing, RequestHead, parse_request_head
 from ..limits import Limits
 from ..logfmt import emit, escape
@@ -29,6 +29,12 @@ from .route import Answer, Forward, Router
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("relay.access")
+
+
+class _BareLF(Exception):
+    def __init__(self, line: bytes) -> None:
+        super().__init__("bare LF")
+        self.line = line
 
 
 @dataclass(frozen=True)
@@ -75,13 +81,8 @@ class Visitor:
         idle_tunnel, stream = self._idle
         self._idle = None
         idle_tunnel.unpark(stream)
-        if (
-            idle_tunnel is tunnel
-            and not tunnel.closed
-            and not stream.reader.at_eof()
-            and not stream.writer.is_closing()
-        ):
-            return stream
+        if idle_tunnel is tunnel and not tunnel.closed and stream.clean():
+            return stream  # bytes that arrived while it idled would make it unclean
         stream.close()
         return None
 
@@ -151,19 +152,60 @@ class Visitor:
                 if not first:
                     lead = await self.reader.readexactly(1)
                     due.extend(lim.http_head_timeout)
-                raw = lead + await self.reader.readuntil(b"\r\n\r\n")
+                raw = await self._head_bytes(lead)
         except (asyncio.IncompleteReadError, TimeoutError, asyncio.TimeoutError, ConnectionError):
             return None
         except asyncio.LimitOverrunError:
             raw = b""
+        except _BareLF as exc:
+            await self._refuse_head(exc.line, BadRequest("bare LF line end in request head"))
+            return None
         if not raw or len(raw) > lim.http_max_head_bytes:
-            await self._send(Reply.error(431, "request head too large", html=False), keep=False)
+            await self._refuse_head(raw, RelayError("request head too large", status=431))
             return None
         try:
             return parse_request_head(raw, max_headers=lim.http_max_headers)
         except RelayError as exc:
-            await self._send(Reply.error(exc.status, str(exc), html=False), keep=False)
+            await self._refuse_head(raw, exc)
             return None
+
+    async def _refuse_head(self, raw: bytes, exc: RelayError) -> None:
+        """Answer a head that cannot be served, close, and log one line: method and path as the
+        request line gave them (escaped and capped by logfmt), since nothing else of it is trusted."""
+        method, _, rest = raw.partition(b"\r\n")[0].partition(b" ")
+        path = rest.rpartition(b" ")[0].partition(b"?")[0] if b" " in rest else b""
+        reply = Reply.error(exc.status, str(exc), html=False)
+        emit(
+            access_log,
+            logging.INFO,
+            "http.request",
+            client=self.peer_ip,
+            method=method[:16].decode("latin-1") or None,
+            path=path.decode("latin-1") or None,
+            status=reply.status,
+            bytes=len(reply.body),
+            note=str(exc),
+        )
+        await self._send(reply, keep=False)
+
+    async def _head_bytes(self, lead: bytes) -> bytes:
+        """A request head through its CRLFCRLF; :class:`_BareLF` as soon as its line ends are bare LF.
+
+        One readuntil for the whole head would wait for a CRLFCRLF that a bare-LF head never sends
+        (until http_head_timeout). So the request line is read on its own and checked; then two
+        bytes tell an empty header section from a field; then the rest up to LF CRLF (the end of
+        the last field line and the empty line). Three calls, not one per line: this is per request.
+        """
+        reader = self.reader
+        line = lead + await reader.readuntil(b"\n")
+        if not line.endswith(b"\r\n"):
+            raise _BareLF(line)
+        two = await reader.readexactly(2)
+        if two == b"\r\n":
+            return line + two
+        if b"\n" in two:
+            raise _BareLF(line)
+        return line + two + await reader.readuntil(b"\n\r\n")
 
     async def _one_request(self, head: RequestHead) -> bool:
         """Serve one request; the edge where every outcome is answered and logged once."""

@@ -136,6 +136,10 @@ class ChannelStream(asyncssh.SSHTCPSession[bytes]):
     def at_eof(self) -> bool:
         return self._eof and not self._buf
 
+    def buffered(self) -> int:
+        """Bytes received and not read yet: on a channel whose response just ended, any is too many."""
+        return len(self._buf)
+
     # -- the seam's writer -----------------------------------------------------------------------
 
     def write(self, data: bytes) -> None:

@@ -589,6 +589,16 @@ async def run_client_once(ssh_port: int, home: Path, args: list[str]) -> tuple[i
 # -- hostile parts ----------------------------------------------------------------------------------
 
 
+#: The unasked-for second response of HostileBackend's keep-open actions.
+SMUGGLED = b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nsmuggled"
+SMUGGLED_AFTER = {
+    "extra": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",  # bytes past Content-Length
+    "head-body": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",  # a body after HEAD
+    "no-content": b"HTTP/1.1 204 No Content\r\n\r\n",  # a "body" after 204
+    "switch": b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: x\r\n\r\n",
+}
+
+
 @dataclass
 class HostileBackend:
     """A raw-socket backend that misbehaves on purpose; the request path picks how.
@@ -635,6 +645,12 @@ class HostileBackend:
                 action = path.lstrip("/").partition("?")[0]
                 if action == "ok":
                     writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    await writer.drain()
+                    continue
+                if action in SMUGGLED_AFTER:
+                    # A whole answer, then a second one nobody asked for, and the connection kept:
+                    # a relay that reuses this channel would give the second to the next request.
+                    writer.write(SMUGGLED_AFTER[action] + SMUGGLED)
                     await writer.drain()
                     continue
                 if action == "never":

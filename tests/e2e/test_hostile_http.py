@@ -148,13 +148,29 @@ async def test_oversized_head_and_too_many_headers_get_431(
     assert hostile.requests == []
 
 
-async def test_bare_lf_head_never_completes_and_is_cut(
+@pytest.mark.parametrize("keepalive", [False, True], ids=["first", "after-a-request"])
+async def test_bare_lf_head_gets_400_at_once(
+    relay: RelayProcess, site: Site, hostile: HostileBackend, keepalive: bool
+) -> None:
+    """Not after http_head_timeout: the CRLFCRLF a bare-LF head never sends is not waited for."""
+    data = f"GET /ok HTTP/1.1\nHost: {site.host}\nX-Relay-Token: {site.token}\n\n".encode()
+    if keepalive:
+        data = site.request("/ok", close=False) + data
+    started = asyncio.get_running_loop().time()
+    out, closed = await exchange(relay, data)
+    took = asyncio.get_running_loop().time() - started
+    assert closed and statuses(out) == ([200, 400] if keepalive else [400])
+    assert took < 0.8  # http_head_timeout is 1 s in this module
+    assert hostile.paths().count("/ok") == (1 if keepalive else 0)
+
+
+async def test_mixed_line_ends_are_never_forwarded(
     relay: RelayProcess, site: Site, hostile: HostileBackend
 ) -> None:
-    data = f"GET /ok HTTP/1.1\nHost: {site.host}\nX-Relay-Token: {site.token}\n\n".encode()
+    data = f"GET /mixed HTTP/1.1\r\nHost: {site.host}\nX-Relay-Token: {site.token}\n\n".encode()
     out, closed = await exchange(relay, data)
-    assert closed and statuses(out) == []
-    assert hostile.requests == []
+    assert closed and statuses(out) in ([], [400])
+    assert "/mixed" not in hostile.paths()
 
 
 async def test_stalled_upload_closes_the_connection(relay: RelayProcess, site: Site) -> None:
@@ -323,6 +339,26 @@ async def test_connection_caps_total_and_per_address(workdir: Path) -> None:
         for _, writer in held:
             writer.close()
         relay.stop()
+
+
+@pytest.mark.parametrize(
+    ("action", "method", "first"),
+    [("extra", "GET", 200), ("head-body", "HEAD", 200), ("no-content", "GET", 204), ("switch", "GET", 502)],
+)
+async def test_a_backend_that_answers_twice_never_reaches_the_next_request(
+    relay: RelayProcess, site: Site, hostile: HostileBackend, action: str, method: str, first: int
+) -> None:
+    """The backend keeps its connection open after a second, unasked-for response; the relay must
+    not put that channel back: the visitor's next request gets its own answer on a new channel."""
+    data = site.request(f"/{action}", method=method, close=False) + site.request("/ok")
+    out, closed = await exchange(relay, data)
+    assert closed and b"smuggled" not in out
+    if first == 502:  # a 101 to a request without upgrade: the visitor connection ends there
+        assert statuses(out) == [502]
+        return
+    assert statuses(out) == [first, 200] and out.endswith(b"ok")
+    numbers = dict((path, n) for n, path in hostile.requests)
+    assert numbers[f"/{action}"] != numbers["/ok"], "the unclean channel was reused"
 
 
 async def test_twenty_addresses_of_one_network_cannot_fill_the_front(workdir: Path) -> None:

@@ -77,10 +77,44 @@ def test_parse_content_length_zero_means_no_body() -> None:
 
 
 def test_parse_chunked_request() -> None:
-    head = parse_request_head(
-        _req("Host: a", "Transfer-Encoding: gzip, Chunked", request_line="PUT /x HTTP/1.1")
-    )
+    head = parse_request_head(_req("Host: a", "Transfer-Encoding: Chunked", request_line="PUT /x HTTP/1.1"))
     assert head.framing is Framing.CHUNKED
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        ["gzip, chunked"],  # another coding: the relay forwards bodies as they are
+        ["chunked, chunked"],
+        ["chunked", "chunked"],  # repeated across fields
+        ["chunked\xa0"],  # NBSP: str.strip() would make it "chunked"
+        ["\x85chunked"],  # NEL, likewise
+        ["identity"],
+        [""],
+    ],
+)
+def test_transfer_encoding_must_be_exactly_one_chunked(values: list[str]) -> None:
+    fields = [f"Transfer-Encoding: {v}" for v in values]
+    with pytest.raises(BadRequest, match="Transfer-Encoding"):
+        parse_request_head(_req("Host: a", *fields, request_line="PUT /x HTTP/1.1"))
+    with pytest.raises(BadGateway, match="Transfer-Encoding"):
+        response_framing(_resp(*fields), "GET")
+
+
+@pytest.mark.parametrize("value", ["chunked ", "\tchunked", "chunked,", ", chunked"])
+def test_transfer_encoding_allows_ows_and_empty_list_elements(value: str) -> None:
+    assert response_framing(_resp(f"Transfer-Encoding: {value}"), "GET") == (Framing.CHUNKED, 0)
+
+
+def test_transfer_encoding_in_an_http10_response_is_faulty_framing() -> None:
+    with pytest.raises(BadGateway, match=r"HTTP/1\.0"):
+        response_framing(_resp("Transfer-Encoding: chunked", status_line="HTTP/1.0 200 OK"), "GET")
+
+
+@pytest.mark.parametrize("target", ["/caf\xe9", "/\x80", "http://a/\xff"])
+def test_non_ascii_request_targets_are_refused(target: str) -> None:
+    with pytest.raises(BadRequest, match="request line"):
+        parse_request_head(_req("Host: a", request_line=f"GET {target} HTTP/1.1"))
 
 
 def test_parse_http10_request() -> None:

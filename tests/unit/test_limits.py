@@ -14,6 +14,7 @@ from relay.deadline import Deadline
 from relay.errors import BadRequest, ServiceUnavailable
 from relay.limits import Limits, describe, parse_overrides
 from relay.pump import copy_exact, pipe
+from relay.ssh.channels import ChannelStream
 from relay.tunnels import Stream, Tunnel
 
 # -- Limits ------------------------------------------------------------------------------------------
@@ -219,7 +220,7 @@ class _Sink:
 
 def _tunnel(cap: int) -> Tunnel:
     async def opener() -> Stream:
-        return Stream(asyncio.StreamReader(), _Sink())
+        return Stream(ChannelStream(), _Sink())
 
     return Tunnel(host="t.localhost", user_id=1, user_name="t", client="c", opener=opener, max_channels=cap)
 

@@ -141,6 +141,9 @@ async def test_copy_chunked_truncated(body: bytes) -> None:
         b"5;a\nb\r\nhello\r\n0\r\n\r\n",
         b"5\r\nhelloXX0\r\n\r\n",  # data not followed by CRLF
         b"5\r\nhello\r\n0\r\n folded: trailer\r\n\r\n",
+        b"5\r\nhello\r\n0\r\nA: 1\nB: 2\r\n\r\n",  # bare LF inside a trailer line
+        b"5\r\nhello\r\n0\r\nA: 1\n\r\n",  # a bare LF that would end the message elsewhere
+        b"5\r\nhello\r\n0\r\nA: 1\rB\r\n\r\n",  # bare CR
         b"5;" + b"e" * 5000 + b"\r\nhello\r\n0\r\n\r\n",  # over-long size line
     ],
 )

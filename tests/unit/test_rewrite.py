@@ -266,6 +266,65 @@ def test_downstream_headers_drop_only_refused_set_cookies() -> None:
     ]
 
 
+def _names(headers: Headers) -> list[str]:
+    return [k.lower() for k, _ in headers]
+
+
+@pytest.mark.parametrize(
+    ("fields", "gone", "kept"),
+    [
+        ([("Connection", "keep-alive"), ("Keep-Alive", "timeout=5")], ["keep-alive"], []),
+        ([("Connection", "close, X-Secret"), ("X-Secret", "1")], ["x-secret"], []),
+        ([("TE", "trailers"), ("Proxy-Connection", "keep-alive")], ["te", "proxy-connection"], []),
+        ([("Upgrade", "h2c")], ["upgrade"], []),  # Upgrade without Connection: Upgrade
+        # Connection may not remove what frames the body or routes the request:
+        (
+            [("Connection", "Content-Length, Host, Transfer-Encoding"), ("Content-Length", "3")],
+            [],
+            ["content-length", "host"],
+        ),
+    ],
+)
+def test_hop_by_hop_request_fields_are_removed(
+    fields: list[tuple[str, str]], gone: list[str], kept: list[str]
+) -> None:
+    headers: Headers = [("Host", "lab.relay.example.com"), *fields, ("Accept", "*/*")]
+    names = _names(upstream_headers(headers, peer_ip="203.0.113.9", scheme="https", trusted=()))
+    assert "connection" not in names and not set(gone) & set(names)
+    assert set(kept) <= set(names) and "accept" in names
+
+
+def test_a_websocket_upgrade_keeps_exactly_connection_upgrade_and_upgrade() -> None:
+    headers: Headers = [
+        ("Host", "lab.relay.example.com"),
+        ("Connection", "keep-alive, Upgrade"),
+        ("Upgrade", "websocket"),
+        ("Sec-WebSocket-Key", "k"),
+    ]
+    out = upstream_headers(headers, peer_ip="203.0.113.9", scheme="https", trusted=())
+    assert ("Upgrade", "websocket") in out and ("Connection", "Upgrade") in out
+    assert _names(out).count("connection") == 1 and "sec-websocket-key" in _names(out)
+    back = downstream_headers(
+        [("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Accept", "a")],
+        RELAY_DOMAIN,
+        upgrade=True,
+    )
+    assert back == [("Upgrade", "websocket"), ("Sec-WebSocket-Accept", "a"), ("Connection", "Upgrade")]
+
+
+def test_hop_by_hop_and_site_wide_response_fields_are_removed() -> None:
+    headers: Headers = [
+        ("Content-Length", "2"),
+        ("Connection", "keep-alive, X-Hop, Content-Length"),
+        ("Keep-Alive", "timeout=5"),
+        ("X-Hop", "1"),
+        ("Upgrade", "h2c"),
+        ("Clear-Site-Data", '"cookies", "storage"'),  # would sign the visitor out of every tunnel
+        ("Trailer", "X-Checksum"),  # end-to-end: kept
+    ]
+    assert downstream_headers(headers, RELAY_DOMAIN) == [("Content-Length", "2"), ("Trailer", "X-Checksum")]
+
+
 # -- the relay's session cookie --------------------------------------------------------------------
 
 

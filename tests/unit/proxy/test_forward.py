@@ -4,6 +4,8 @@ keep-alive reuse, 1xx, upgrade, truncation and stalls, in milliseconds."""
 from __future__ import annotations
 
 import asyncio
+import re
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, cast
 
@@ -13,6 +15,7 @@ from relay.http1 import parse_request_head
 from relay.limits import Limits
 from relay.proxy.forward import SMALL_BODY, Abort, Forwarder, UpstreamFailed
 from relay.proxy.visitor import Visitor
+from relay.ssh.channels import ChannelStream
 from relay.tunnels import Stream, Tunnel, TunnelLost
 
 FAST = replace(Limits(), upstream_response_timeout=0.1, stream_idle_timeout=0.1, http_body_idle_timeout=0.1)
@@ -30,18 +33,21 @@ class _Transport:
 
 
 class Sink:
-    """A writer that keeps what it is given."""
+    """A writer that keeps what it is given; ``on_write`` sees each write (the backend answers)."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_write: Callable[[bytes], None] | None = None) -> None:
         self.transport = _Transport()
         self.data = bytearray()
         self.closed = False
         self.eof = False
+        self.on_write = on_write
 
     def write(self, data: bytes) -> None:
         if self.closed:
             raise ConnectionResetError("closed")
         self.data += data
+        if self.on_write is not None:
+            self.on_write(data)
 
     async def drain(self) -> None:
         await asyncio.sleep(0)
@@ -72,28 +78,39 @@ class LostReader:
     def at_eof(self) -> bool:
         return False
 
+    def buffered(self) -> int:
+        return 0
+
+
+_REQUEST_LINE = re.compile(rb"[A-Z]+ \S+ HTTP/1\.[01]\r\n")
+
 
 class Backend:
-    """The tunnel's far side: each opened channel gets the next scripted response."""
+    """The tunnel's far side: the n-th request head written to any of its channels gets the n-th
+    scripted response, as a real backend answers (nothing arrives before it was asked for).
+    ``eof``: the channel ends after the last response."""
 
-    def __init__(self, *responses: bytes | None, eof: bool = False, lost: bool = False) -> None:
+    def __init__(self, *responses: bytes, eof: bool = False, lost: bool = False) -> None:
         self.responses = list(responses)
         self.eof = eof
         self.lost = lost
         self.channels: list[tuple[Any, Sink]] = []
 
     async def open(self) -> Stream:
-        reader: Any
         if self.lost:
-            reader = LostReader()
-        else:
-            reader = asyncio.StreamReader()
-            for response in self.responses:
-                if response is not None:
-                    reader.feed_data(response)
-            if self.eof:
-                reader.feed_eof()
-        sink = Sink()
+            sink = Sink()
+            self.channels.append((LostReader(), sink))
+            return Stream(LostReader(), cast(Any, sink))
+        reader = ChannelStream()
+
+        def answer(data: bytes) -> None:
+            if not _REQUEST_LINE.match(data) or not self.responses:
+                return
+            reader.data_received(self.responses.pop(0), None)
+            if self.eof and not self.responses:
+                reader.eof_received()
+
+        sink = Sink(answer)
         self.channels.append((reader, sink))
         return Stream(reader, cast(Any, sink))
 
@@ -119,7 +136,7 @@ FORWARDER = Forwarder(limits=FAST, relay_domain="localhost", trust_proxy=())
 
 async def test_a_length_framed_response_passes_and_the_channel_is_kept_for_the_next_request() -> None:
     ok = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
-    backend = Backend(ok + ok)
+    backend = Backend(ok, ok)
     tunnel = _tunnel(backend)
     visitor, sink = _visitor()
     first = await FORWARDER.forward(visitor, _request(), tunnel)
@@ -267,3 +284,57 @@ async def test_a_link_lost_before_the_request_is_written_is_a_502_not_a_bug() ->
     with pytest.raises(UpstreamFailed) as info:
         await FORWARDER.forward(visitor, _request(), tunnel)
     assert info.value.status == 502 and sink.data == b""
+
+
+@pytest.mark.parametrize(
+    ("method", "response"),
+    [
+        ("GET", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokEXTRA"),  # more than its length
+        (
+            "GET",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+            b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond",
+        ),
+        ("HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"),  # a body after HEAD
+        ("GET", b"HTTP/1.1 204 No Content\r\n\r\nbody"),  # a body after 204
+        ("GET", b"HTTP/1.1 304 Not Modified\r\n\r\nbody"),  # and after 304
+        ("GET", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nX"),  # past the last chunk
+    ],
+)
+async def test_a_channel_with_bytes_past_the_framing_is_closed_not_kept(method: str, response: bytes) -> None:
+    backend = Backend(response, b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfresh")
+    tunnel = _tunnel(backend)
+    visitor, sink = _visitor()
+    head = parse_request_head(f"{method} /x HTTP/1.1\r\nHost: lab.localhost\r\n\r\n".encode())
+    first = await FORWARDER.forward(visitor, head, tunnel)
+    assert first.keep  # the visitor connection is fine: it got one whole response
+    assert backend.channels[0][1].closed, "an unclean channel went back to the pool"
+    assert b"second" not in bytes(sink.data) and b"EXTRA" not in bytes(sink.data)
+    second = await FORWARDER.forward(visitor, _request(), tunnel)
+    assert second.status == 200 and bytes(sink.data).endswith(b"fresh")
+    assert len(backend.channels) == 2  # the next request got a new channel
+
+
+async def test_bytes_arriving_while_the_channel_idles_make_it_unusable() -> None:
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    backend = Backend(ok, ok)
+    tunnel = _tunnel(backend)
+    visitor, sink = _visitor()
+    await FORWARDER.forward(visitor, _request(), tunnel)
+    reader, writer = backend.channels[0]
+    assert not writer.closed  # kept
+    reader.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nlate", None)  # unasked for
+    second = await FORWARDER.forward(visitor, _request(), tunnel)
+    assert second.status == 200 and writer.closed and len(backend.channels) == 2
+    assert b"late" not in bytes(sink.data)
+
+
+async def test_a_101_to_a_request_without_upgrade_is_a_502_and_closes_the_channel() -> None:
+    backend = Backend(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nraw"
+    )
+    visitor, sink = _visitor()
+    with pytest.raises(UpstreamFailed) as info:
+        await FORWARDER.forward(visitor, _request(), _tunnel(backend))
+    assert info.value.status == 502 and sink.data == b""
+    assert backend.channels[0][1].closed
