@@ -12,7 +12,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from .names import normalise_host
 
@@ -88,14 +88,20 @@ def origin_of(scheme: str, host: str, port: int | None) -> str:
     return f"{scheme}://{host}" + ("" if port in (None, default) else f":{port}")
 
 
+_VISIBLE_ASCII = "".join(chr(c) for c in range(0x21, 0x7F))
+
+
 def safe_next(
     next_url: str, *, scheme: str, port: int | None, relay_domain: str, is_served_host: Callable[[str], bool]
 ) -> str | None:
     """Validate a login ``next`` URL: it must point at a host this relay serves, on its own scheme
     and port. Anything else (other sites, userinfo tricks, other schemes) is refused (open redirect)."""
-    if not next_url or len(next_url) > 4096:
+    if not next_url or len(next_url) > 4096 or not next_url.isascii():
+        return None  # a browser percent-encodes what it sends; raw non-ASCII is not a URL we made
+    try:
+        parts = urlsplit(next_url)
+    except ValueError:  # e.g. "http://[::1/": an unbalanced IPv6 literal
         return None
-    parts = urlsplit(next_url)
     if parts.scheme != scheme or "@" in parts.netloc or "\\" in next_url:
         return None
     host = normalise_host(parts.netloc)
@@ -113,10 +119,13 @@ def safe_next(
 
 
 def safe_local_path(path: str) -> str:
-    """A path to redirect to on the same host: must be absolute and not protocol-relative."""
+    """A path to redirect to on the same host: must be absolute and not protocol-relative. Anything
+    outside visible ASCII is percent-encoded (as UTF-8), since it goes into a Location header."""
     if not path.startswith("/") or path.startswith("//") or "\\" in path or any(c < " " for c in path):
         return "/"
-    return path
+    if all("!" <= c <= "~" for c in path):
+        return path
+    return quote(path, safe=_VISIBLE_ASCII)
 
 
 class FailureLimiter:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from enum import Enum
-from urllib.parse import urlsplit
 
 from .errors import BadGateway, BadRequest, RelayError
 from .names import normalise_host
@@ -159,18 +158,26 @@ def parse_request_head(head: bytes, *, max_headers: int = MAX_HEADERS) -> Reques
         raise RelayError("CONNECT is not supported", status=405)
     if target.startswith("/") or (target == "*" and method == "OPTIONS"):
         pass
-    elif target.lower().startswith(("http://", "https://")):
-        # Absolute form: its authority must name the same host as the Host header.
-        parts = urlsplit(target)
-        if normalise_host(parts.netloc.rpartition("@")[2]) != host or "@" in parts.netloc:
-            raise BadRequest("absolute request target does not match Host")
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    elif target[:8].lower().startswith(("http://", "https://")):
+        target = _origin_form(target, host)
     else:
         raise BadRequest("invalid request target")
     framing, length = _body_framing(headers, BadRequest)
     if framing is Framing.CHUNKED and version < (1, 1):
         raise BadRequest("chunked Transfer-Encoding in an HTTP/1.0 request")
     return RequestHead(method, target, version, headers, host, hosts[0], framing, length)
+
+
+def _origin_form(target: str, host: str) -> str:
+    """An absolute-form target as the origin form sent on (RFC 9112 §3.2.2); its authority must name
+    the Host header's host and carry no userinfo. Parsed here rather than with urlsplit, which raises
+    ValueError on input such as ``http://[::1/`` and accepts what the Host rule refuses."""
+    rest = target.partition("://")[2]
+    end = next((i for i, c in enumerate(rest) if c in "/?#"), len(rest))
+    authority, remainder = rest[:end], rest[end:].partition("#")[0]
+    if "@" in authority or normalise_host(authority) != host:
+        raise BadRequest("absolute request target does not match Host")
+    return remainder if remainder.startswith("/") else "/" + remainder
 
 
 def serialise_request(head: RequestHead, headers: Headers) -> bytes:

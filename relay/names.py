@@ -3,6 +3,7 @@ request's Host is normalised. Pure functions; routing and ownership depend on th
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 from enum import Enum
@@ -30,6 +31,18 @@ RESERVED_NAMES = frozenset(
 _PORT_SUFFIX = re.compile(r":[0-9]{1,5}")
 _PORT = re.compile(r"[0-9]{1,5}")
 _IP6ISH = re.compile(r"[0-9a-f:.]+")
+
+
+
+def _is_ipv6(text: str) -> bool:
+    """A plain IPv6 address (no zone, which has no meaning beyond one machine's link)."""
+    if not _IP6ISH.fullmatch(text):
+        return False
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def validate_name(name: str) -> str:
@@ -70,7 +83,7 @@ def normalise_host(raw: str) -> str | None:
         if rest and not _PORT_SUFFIX.fullmatch(rest):
             return None
         inner = value[1:end]
-        return f"[{inner}]" if _IP6ISH.fullmatch(inner) else None
+        return f"[{inner}]" if _is_ipv6(inner) else None
     host, sep, port = value.partition(":")
     if sep and not (_PORT.fullmatch(port) and int(port) <= 65535):
         return None

@@ -5,6 +5,7 @@ handler returns a :class:`Reply`; decisions come from :mod:`relay.auth`."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 from urllib.parse import quote, urlsplit
 
@@ -12,7 +13,7 @@ from .. import auth, pages
 from ..config import PublicUrl
 from ..domains import certificate_allowed
 from ..errors import TooManyRequests
-from ..http1 import Headers, RequestHead, get_one
+from ..http1 import RequestHead, get_one
 from ..logfmt import emit
 from ..names import HostKind, classify_host
 from ..protocol import HEALTH_PATH, LOGIN_PATH, LOGOUT_PATH, SSO_PATH, TOKEN_QUERY
@@ -121,13 +122,19 @@ class Portal:
             or ""
         )
 
-    def _hand_off(self, user: User, next_url: str, extra: Headers | None = None) -> Reply:
+    def _hand_off(
+        self, user: User, next_url: str, session: Callable[[], tuple[str, str]] | None = None
+    ) -> Reply:
+        """Redirect with a one-time code to the tunnel host of ``next_url`` (validated by _next).
+        ``session`` makes the login's cookie, only once the code exists: a request that fails on the
+        way leaves no session behind."""
         parts = urlsplit(next_url)
         host = (parts.hostname or "").lower()
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         code = self.sso.issue(user.id, host, user.credential)
         target = f"{self.public.origin(host)}{SSO_PATH}?code={code}&next={quote(path, safe='')}"
-        return Reply.redirect(302, target, [("Referrer-Policy", "no-referrer"), *(extra or [])])
+        cookie = [session()] if session is not None else []
+        return Reply.redirect(302, target, [("Referrer-Policy", "no-referrer"), *cookie])
 
     def _login(self, body: bytes, client: str) -> Reply:
         form = query_params(body.decode("utf-8", errors="replace"))
@@ -143,10 +150,12 @@ class Portal:
                 next_url=next_url, error="That token is not valid.", relay_host=self.public.domain
             )
             return Reply.html(401, page)
-        cookie = self.credentials.start_session(user, self.public.domain)
         emit(log, logging.INFO, "login", user=user.name, client=client)
         if next_url:
-            return self._hand_off(user, next_url, [cookie])
+            return self._hand_off(
+                user, next_url, lambda: self.credentials.start_session(user, self.public.domain)
+            )
+        cookie = self.credentials.start_session(user, self.public.domain)
         return Reply.redirect(303, self.public.relay_origin + "/", [cookie])
 
     def _logout(self, head: RequestHead, location: str) -> Reply:

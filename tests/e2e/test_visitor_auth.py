@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
+import sqlite3
 from urllib.parse import parse_qs, quote, urlsplit
 
 import aiohttp
+
+from relay.store import DB_FILE
 
 from .conftest import Owned
 from .harness import Backend, RelayProcess, cookie_pair, fetch, raw_request
@@ -281,3 +285,46 @@ async def test_long_query_strings_pass_through(relay: RelayProcess, backend: Bac
     reply = await fetch(relay, owned.host, f"/echo?{query}", headers={"X-Relay-Token": owned.token})
     assert reply.status == 200
     assert reply.json()["path"] == f"/echo?{query}"
+
+
+def _sessions(relay: RelayProcess) -> int:
+    with contextlib.closing(sqlite3.connect(relay.data_dir / DB_FILE)) as db:
+        return int(db.execute("SELECT count(*) FROM sessions").fetchone()[0])
+
+
+async def test_crafted_targets_and_redirects_get_400_or_a_safe_answer_never_a_traceback(
+    relay: RelayProcess, owned: Owned
+) -> None:
+    """Absolute-form targets with broken IPv6 literals, percent-encoded and non-ASCII ``next``
+    values: a 400 (or the value ignored), one log line each, no traceback, no stray session."""
+    mark = f"crafted{relay.http_port}"
+    login = "/_relay/login?next="
+    cases = [  # (target, Host, status)
+        (f"http://[::1/{mark}/a", "[::1]", 400),
+        (f"http://[1::2::3]/{mark}/b", "[1::2::3]", 400),
+        (f"http://[fe80::1%25lo]/{mark}/c", owned.host, 400),
+        (f"{login}http%3A%2F%2F%5B%3A%3A1%2F&m={mark}/d", "localhost", 200),
+        (f"{login}http%3A%2F%2F{owned.host}%2F%C3%A9&m={mark}/e", "localhost", 200),
+        (f"/_relay/sso?code=nope&next=%2F%C3%A9%E2%80%AE&m={mark}/f", owned.host, 400),
+    ]
+    before = _sessions(relay)
+    for target, host, status in cases:
+        head = f"GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        out = await raw_request(relay.http_port, head.encode())
+        assert out.startswith(f"HTTP/1.1 {status} ".encode()), (target, out[:200])
+    assert _sessions(relay) == before
+    # A real hand-off code, redeemed with a non-ASCII next: the Location is percent-encoded.
+    posted = await fetch(
+        relay,
+        "localhost",
+        "/_relay/login",
+        method="POST",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        data=f"token={quote(owned.token)}&next={quote(f'http://{owned.host}:{relay.http_port}/')}".encode(),
+    )
+    code = parse_qs(urlsplit(posted.headers["Location"]).query)["code"][0]
+    sso = await fetch(relay, owned.host, f"/_relay/sso?code={code}&next=%2F%C3%A9%E2%80%AE")
+    assert sso.status == 302 and sso.headers["Location"] == "/%C3%A9%E2%80%AE"
+    text = relay.log_text()
+    assert "Traceback" not in text and "request failed" not in text
+    assert sum(mark in line for line in text.splitlines()) <= len(cases)
