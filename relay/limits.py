@@ -120,6 +120,17 @@ class Limits:
         10, "count", "failed tokens or keys per client address within the window before 429 / refusal"
     )
     auth_failure_window: float = _limit(60.0, "s", "sliding window of auth_failure_limit")
+    auth_max_sessions_per_user: int = _limit(
+        200, "count", "browser sessions one user holds at once (all hosts); a new one replaces the oldest"
+    )
+    sso_max_codes: int = _limit(
+        50_000, "count", "sign-in hand-off codes outstanding at once; a new one replaces the oldest"
+    )
+    sso_max_codes_per_user: int = _limit(
+        100,
+        "count",
+        "hand-off codes one user has outstanding (each lives 60 s); past it a sign-in gets 429",
+    )
     # -- lifecycle ---------------------------------------------------------------------------------
     shutdown_grace: float = _limit(30.0, "s", "SIGTERM waits this long for in-flight requests")
 

@@ -33,7 +33,6 @@ _PORT = re.compile(r"[0-9]{1,5}")
 _IP6ISH = re.compile(r"[0-9a-f:.]+")
 
 
-
 def _is_ipv6(text: str) -> bool:
     """A plain IPv6 address (no zone, which has no meaning beyond one machine's link)."""
     if not _IP6ISH.fullmatch(text):

@@ -21,7 +21,7 @@ from .errors import StoreError
 from .logfmt import emit
 from .proxy import Proxy
 from .ssh import SshConnections, SshContext, start_ssh_server
-from .store import Store
+from .store import STORE_ERRORS, Store
 from .tls import CertificateSet
 from .tunnels import Registry, Tunnel
 
@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 LIVE_STATS_INTERVAL = 5.0
 #: Seconds between re-checks that each SSH connection's token or key is still valid (revoked → closed).
 CREDENTIAL_RECHECK_INTERVAL = 10.0
+#: Seconds between purges of expired sessions.
+SESSION_PURGE_INTERVAL = 60.0
 #: The admin user created on first start ("admin" itself is a reserved tunnel name).
 BOOTSTRAP_ADMIN = "owner"
 
@@ -140,6 +142,7 @@ class RelayService:
         self.ssh_port = ssh_ctx.ssh_port = self._ssh.sockets[0].getsockname()[1]
         self._stats_task = asyncio.ensure_future(self._write_stats())
         self._recheck_task = asyncio.ensure_future(self._recheck_credentials())
+        self._purge_task = asyncio.ensure_future(self._purge_sessions())
 
     async def _serve_http(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         assert self.proxy is not None
@@ -159,6 +162,16 @@ class RelayService:
                     self.store.update_live_bytes(rows)
                 except StoreError as exc:
                     emit(log, logging.WARNING, "store.stats_failed", error=exc)
+
+    async def _purge_sessions(self) -> None:
+        """Expired sessions are refused at once; their rows go here, on a timer, not per sign-in."""
+        while True:
+            await asyncio.sleep(SESSION_PURGE_INTERVAL)
+            assert self.store is not None
+            try:
+                self.store.purge_expired_sessions()
+            except STORE_ERRORS as exc:
+                emit(log, logging.WARNING, "store.purge_failed", error=exc)
 
     async def _recheck_credentials(self) -> None:
         while True:
@@ -191,7 +204,7 @@ class RelayService:
         if self.proxy is not None:
             await self.proxy.drain(self.config.limits.shutdown_grace)
         await self.ssh_connections.close_all("relay is shutting down; reconnect in a moment", wait=5.0)
-        for task_name in ("_stats_task", "_recheck_task"):
+        for task_name in ("_stats_task", "_recheck_task", "_purge_task"):
             task = getattr(self, task_name, None)
             if task is not None:
                 task.cancel()

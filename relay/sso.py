@@ -1,14 +1,22 @@
 """Single sign-on hand-off codes: the login origin gives a browser a code for one tunnel host, and
 that host exchanges it for its own session. Codes are single-use, short-lived and bound to one host,
-so a leaked code (in a log or a Referer) is worth nothing after a minute or after its first use."""
+so a leaked code (in a log or a Referer) is worth nothing after a minute or after its first use.
+
+Every code lives the same time, so issue order is expiry order: the table is kept in that order and
+expired codes leave from its front. Issuing, redeeming and expiring each cost O(1) amortized,
+whatever the number of outstanding codes; a full table drops its oldest code, and a user with too
+many outstanding codes is refused (one user's sign-in storm cannot push out other users' codes).
+"""
 
 from __future__ import annotations
 
 import secrets
 import time
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .errors import TooManyRequests
 from .protocol import SSO_CODE_TTL
 
 
@@ -24,26 +32,61 @@ class SsoCodes:
     """In-memory table of outstanding codes. A relay restart voids them; the browser just logs in again."""
 
     def __init__(
-        self, ttl: float = SSO_CODE_TTL, clock: Callable[[], float] = time.monotonic, max_codes: int = 50_000
+        self,
+        ttl: float = SSO_CODE_TTL,
+        clock: Callable[[], float] = time.monotonic,
+        max_codes: int = 50_000,
+        max_per_user: int = 100,
     ) -> None:
         self._ttl = ttl
         self._clock = clock
         self._max = max_codes
-        self._codes: dict[str, _Grant] = {}
+        self._max_per_user = max_per_user
+        self._codes: OrderedDict[str, _Grant] = OrderedDict()
+        self._per_user: Counter[int] = Counter()
 
     def issue(self, user_id: int, host: str, credential: str = "") -> str:
+        """A new code; :class:`TooManyRequests` if this user already has ``max_per_user`` open."""
         now = self._clock()
-        if len(self._codes) >= self._max:
-            self._codes = {c: g for c, g in self._codes.items() if g.expires > now}
-            while len(self._codes) >= self._max:  # still full: drop the oldest
-                self._codes.pop(next(iter(self._codes)))
+        self._expire(now)
+        if self._per_user[user_id] >= self._max_per_user:
+            raise TooManyRequests(
+                "too many sign-ins in progress for this user; finish one or wait a minute",
+                retry_after=int(self._ttl),
+            )
+        while len(self._codes) >= self._max:
+            self._drop(self._codes.popitem(last=False)[1])
         code = secrets.token_urlsafe(24)
         self._codes[code] = _Grant(user_id, credential, host, now + self._ttl)
+        self._per_user[user_id] += 1
         return code
 
     def redeem(self, code: str, host: str) -> tuple[int, str] | None:
         """(user id, credential) a code was issued for, if it is valid for ``host``; spent either way."""
         grant = self._codes.pop(code, None)
-        if grant is None or grant.host != host or grant.expires <= self._clock():
+        if grant is None:
+            return None
+        self._drop(grant)
+        if grant.host != host or grant.expires <= self._clock():
             return None
         return grant.user_id, grant.credential
+
+    def _expire(self, now: float) -> None:
+        while self._codes:
+            code, grant = next(iter(self._codes.items()))
+            if grant.expires > now:
+                return
+            del self._codes[code]
+            self._drop(grant)
+
+    def _drop(self, grant: _Grant) -> None:
+        """Account for ``grant`` having left the table."""
+        self._per_user[grant.user_id] -= 1
+        if not self._per_user[grant.user_id]:
+            del self._per_user[grant.user_id]
+
+    def __len__(self) -> int:
+        return len(self._codes)
+
+    def outstanding(self, user_id: int) -> int:
+        return self._per_user.get(user_id, 0)

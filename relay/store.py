@@ -95,7 +95,17 @@ _MIGRATIONS: tuple[str, ...] = (
     -- What `relay serve` runs with, for admin commands that print it (the CNAME target).
     CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)
     """,
+    # v4: sessions found by index, not by scanning: expiry (the purge timer), a user's newest (the
+    # per-user cap), and a token's (revocation cascades).
+    """
+    CREATE INDEX sessions_expiry ON sessions (expires_at);
+    CREATE INDEX sessions_user ON sessions (user_id, created_at);
+    CREATE INDEX sessions_token ON sessions (token_id)
+    """,
 )
+
+#: Sessions one user may hold at once (all browsers and tunnel hosts); a new one replaces the oldest.
+MAX_SESSIONS_PER_USER = 200
 
 
 @dataclass(frozen=True)
@@ -575,22 +585,45 @@ class Store:
 
     # -- sessions ----------------------------------------------------------------------------
 
-    def create_session(self, user: User, host: str, ttl: float) -> str:
+    def create_session(
+        self, user: User, host: str, ttl: float, *, max_per_user: int = MAX_SESSIONS_PER_USER
+    ) -> str:
         """A new browser session bound to ``host``; returns the id that goes into the cookie.
 
-        The session is tied to the token the user signed in with: revoking it ends the session.
+        The session is tied to the token the user signed in with: revoking it ends the session. A
+        user at ``max_per_user`` loses the oldest one, so endless sign-ins by one user cost the
+        store a bounded number of rows, and each sign-in a constant amount of work (indexed; the
+        expired rows go on a timer, :meth:`purge_expired_sessions`).
         """
         sid = secrets.token_urlsafe(32)
         now = time.time()
         token_id = user.credential if user.credential.startswith(TOKEN_PREFIX) else None
         with self._tx() as db:
-            db.execute("DELETE FROM sessions WHERE expires_at < ?", (now,))
             db.execute(
                 "INSERT INTO sessions (hash, user_id, host, created_at, expires_at, token_id) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 (_hash(sid), user.id, host, now, now + ttl, token_id),
             )
+            db.execute(
+                "DELETE FROM sessions WHERE hash IN (SELECT hash FROM sessions WHERE user_id = ? "
+                "ORDER BY created_at DESC LIMIT -1 OFFSET ?)",
+                (user.id, max_per_user),
+            )
         return sid
+
+    def purge_expired_sessions(self, *, now: float | None = None) -> int:
+        """Delete sessions past their expiry (they are already refused); returns how many."""
+        with self._tx() as db:
+            cur = db.execute(
+                "DELETE FROM sessions WHERE expires_at < ?", (time.time() if now is None else now,)
+            )
+        return int(cur.rowcount)
+
+    def count_sessions(self, user_id: int | None = None) -> int:
+        if user_id is None:
+            return int(self._db.execute("SELECT count(*) FROM sessions").fetchone()[0])
+        row = self._db.execute("SELECT count(*) FROM sessions WHERE user_id = ?", (user_id,)).fetchone()
+        return int(row[0])
 
     def session_user(self, sid: str, host: str) -> User | None:
         if not sid or len(sid) > 100:

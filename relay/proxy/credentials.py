@@ -13,8 +13,11 @@ from ..store import Store, User
 
 
 class Credentials:
-    def __init__(self, *, store: Store, limiter: FailureLimiter, public: PublicUrl) -> None:
+    def __init__(
+        self, *, store: Store, limiter: FailureLimiter, public: PublicUrl, max_sessions: int = 200
+    ) -> None:
         self.store = store
+        self.max_sessions = max_sessions
         self.limiter = limiter
         self.public = public
         self.cookie_name = SESSION_COOKIE_SECURE if public.secure else SESSION_COOKIE
@@ -57,7 +60,8 @@ class Credentials:
 
     def start_session(self, user: User, host: str) -> tuple[str, str]:
         """A new host session for ``user``: its ``Set-Cookie`` header."""
-        return self.cookie(self.store.create_session(user, host, SESSION_TTL), SESSION_TTL)
+        sid = self.store.create_session(user, host, SESSION_TTL, max_per_user=self.max_sessions)
+        return self.cookie(sid, SESSION_TTL)
 
     def end_session(self, headers: Headers) -> tuple[str, str]:
         sid = cookie_value(headers, self.cookie_name)

@@ -131,7 +131,10 @@ class Portal:
         parts = urlsplit(next_url)
         host = (parts.hostname or "").lower()
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        code = self.sso.issue(user.id, host, user.credential)
+        try:
+            code = self.sso.issue(user.id, host, user.credential)
+        except TooManyRequests as exc:
+            return Reply.error(429, str(exc), html=True, headers=[("Retry-After", str(exc.retry_after))])
         target = f"{self.public.origin(host)}{SSO_PATH}?code={code}&next={quote(path, safe='')}"
         cookie = [session()] if session is not None else []
         return Reply.redirect(302, target, [("Referrer-Policy", "no-referrer"), *cookie])

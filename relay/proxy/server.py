@@ -49,9 +49,15 @@ class Proxy:
             limits.http_early_drop_connections,
         )
         self.trust_proxy = trust_proxy
-        self.credentials = Credentials(store=store, limiter=limiter, public=public)
+        self.credentials = Credentials(
+            store=store, limiter=limiter, public=public, max_sessions=limits.auth_max_sessions_per_user
+        )
         self.portal = Portal(
-            store=store, registry=registry, public=public, sso=SsoCodes(), credentials=self.credentials
+            store=store,
+            registry=registry,
+            public=public,
+            sso=SsoCodes(max_codes=limits.sso_max_codes, max_per_user=limits.sso_max_codes_per_user),
+            credentials=self.credentials,
         )
         router = Router(
             registry=registry,

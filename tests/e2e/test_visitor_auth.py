@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 import aiohttp
 
-from relay.store import DB_FILE
+from relay.datadir import DB_FILE
 
 from .conftest import Owned
 from .harness import Backend, RelayProcess, cookie_pair, fetch, raw_request

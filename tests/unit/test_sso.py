@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from relay.errors import TooManyRequests
 from relay.protocol import SSO_CODE_TTL
 from relay.sso import SsoCodes
 
@@ -56,7 +59,7 @@ def test_default_ttl_is_the_protocol_value() -> None:
 
 def test_codes_are_unique_and_unguessable_looking() -> None:
     codes = SsoCodes(clock=FakeClock())
-    issued = {codes.issue(1, "a.localhost") for _ in range(200)}
+    issued = {codes.issue(n % 50, "a.localhost") for n in range(200)}
     assert len(issued) == 200
     assert all(len(c) >= 32 for c in issued)
 
@@ -70,3 +73,50 @@ def test_table_is_bounded_dropping_expired_then_oldest() -> None:
     assert codes.redeem(first, "a.localhost") is None
     assert codes.redeem(second, "a.localhost") == (2, "")
     assert codes.redeem(third, "a.localhost") == (3, "")
+
+
+def test_expired_codes_leave_from_the_front_and_free_their_users_share() -> None:
+    clock = FakeClock()
+    codes = SsoCodes(ttl=10.0, clock=clock, max_codes=1000, max_per_user=3)
+    for _ in range(3):
+        codes.issue(1, "a.localhost")
+    assert codes.outstanding(1) == 3
+    clock.now += 10
+    codes.issue(2, "b.localhost")  # issuing expires what is due, from the front
+    assert len(codes) == 1 and codes.outstanding(1) == 0 and codes.outstanding(2) == 1
+
+
+def test_one_users_sign_in_storm_is_refused_and_leaves_other_users_codes_alone() -> None:
+    clock = FakeClock()
+    codes = SsoCodes(ttl=60.0, clock=clock, max_codes=50, max_per_user=5)
+    bobs = codes.issue(2, "bob.localhost")
+    for _ in range(5):
+        codes.issue(1, "a.localhost")
+    for _ in range(1000):
+        with pytest.raises(TooManyRequests) as info:
+            codes.issue(1, "a.localhost")
+    assert info.value.retry_after == 60
+    assert codes.redeem(bobs, "bob.localhost") == (2, "")
+    assert len(codes) == 5
+
+
+def test_redeeming_frees_the_users_share() -> None:
+    codes = SsoCodes(clock=FakeClock(), max_per_user=1)
+    code = codes.issue(1, "a.localhost")
+    assert codes.redeem(code, "other.localhost") is None  # spent, even by a wrong try
+    assert codes.outstanding(1) == 0
+    codes.issue(1, "a.localhost")
+
+
+def test_a_full_table_drops_the_oldest_one_by_one_and_expiry_takes_exactly_the_due() -> None:
+    clock = FakeClock()
+    codes = SsoCodes(ttl=1.0, clock=clock, max_codes=100_000, max_per_user=10**9)
+    for n in range(100_000):
+        codes.issue(n, "a.localhost")
+    clock.now += 0.5
+    for n in range(1000):
+        codes.issue(n, "a.localhost")  # full: the oldest goes, one by one
+    assert len(codes) == 100_000
+    clock.now += 0.6  # the first 99 000 expire
+    codes.issue(7, "a.localhost")
+    assert len(codes) == 1001

@@ -539,3 +539,35 @@ def test_a_session_deleted_by_another_process_is_refused(store: Store, data_dir:
     finally:
         other.close()
     assert store.session_user(sid, "erin.localhost") is None
+
+
+def test_sessions_are_capped_per_user_oldest_replaced(store: Store) -> None:
+    alice, bob = store.add_user("alice"), store.add_user("bob")
+    bobs = store.create_session(bob, "b.localhost", 3600, max_per_user=3)
+    sids = [store.create_session(alice, "a.localhost", 3600, max_per_user=3) for _ in range(10)]
+    assert store.count_sessions(alice.id) == 3
+    assert [store.session_user(s, "a.localhost") is not None for s in sids] == [False] * 7 + [True] * 3
+    assert store.session_user(bobs, "b.localhost") is not None  # another user's are untouched
+
+
+def test_expired_sessions_are_purged_on_demand_not_per_sign_in(store: Store) -> None:
+    alice = store.add_user("alice")
+    store.create_session(alice, "a.localhost", -1)
+    live = store.create_session(alice, "a.localhost", 3600)
+    assert store.count_sessions() == 2  # creating one no longer scans for expired rows
+    assert store.purge_expired_sessions() == 1
+    assert store.count_sessions() == 1 and store.session_user(live, "a.localhost") is not None
+
+
+@pytest.mark.parametrize(
+    ("query", "index"),
+    [
+        ("DELETE FROM sessions WHERE expires_at < 1", "sessions_expiry"),
+        ("SELECT hash FROM sessions WHERE user_id = 1 ORDER BY created_at DESC", "sessions_user"),
+        ("SELECT hash FROM sessions WHERE token_id = 'x'", "sessions_token"),
+        ("SELECT * FROM sessions WHERE hash = x'00'", "sqlite_autoindex_sessions_1"),
+    ],
+)
+def test_session_lookups_use_an_index(store: Store, query: str, index: str) -> None:
+    plan = " ".join(str(row) for row in store._db.execute(f"EXPLAIN QUERY PLAN {query}"))
+    assert index in plan and "SCAN sessions" not in plan.replace(f"USING INDEX {index}", ""), plan
