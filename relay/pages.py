@@ -23,7 +23,8 @@ def _page(title: str, body: str) -> bytes:
     ).encode()
 
 
-def login_page(*, next_url: str, error: str = "", relay_host: str) -> bytes:
+def login_page(*, next_url: str, error: str = "", relay_host: str, state: str = "") -> bytes:
+    """The token form; ``error`` above it (a wrong token, or a user who may not open ``next_url``)."""
     err = f"<p class=err role=alert>{escape(error)}</p>" if error else ""
     target = f"<p class=muted>to open <code>{escape(next_url)}</code></p>" if next_url else ""
     return _page(
@@ -33,6 +34,7 @@ def login_page(*, next_url: str, error: str = "", relay_host: str) -> bytes:
         "<label for=token>Access token</label>"
         "<input type=password id=token name=token autocomplete=current-password required autofocus>"
         f'<input type=hidden name=next value="{escape(next_url)}">'
+        f'<input type=hidden name=state value="{escape(state)}">'
         "<button type=submit>Sign in</button></form>"
         "<p class=muted>Ask the relay's admin for a token (<code>relay token create USER</code>).</p>",
     )
@@ -53,6 +55,15 @@ def home_page(*, user: str, tunnel_urls: list[str]) -> bytes:
 
 def anonymous_home(*, relay_host: str) -> bytes:
     return _page("Relay", f'<h1>{escape(relay_host)}</h1><p><a href="/_relay/login">Sign in</a></p>')
+
+
+def forbidden_page(message: str, *, login_url: str) -> bytes:
+    """A 403 for a signed-in visitor whose user may not open this tunnel, with a way forward."""
+    return _page(
+        "403 Forbidden",
+        f"<h1>403 Forbidden</h1><p>{escape(message)}.</p>"
+        f'<p><a href="{escape(login_url)}">Sign in as someone else</a></p>',
+    )
 
 
 def error_page(status: int, title: str, message: str) -> bytes:

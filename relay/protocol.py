@@ -26,7 +26,13 @@ TOKEN_QUERY = "relay_token"
 #: Session cookie name over plain HTTP, and its ``__Host-`` form under HTTPS.
 SESSION_COOKIE = "relay_session"
 SESSION_COOKIE_SECURE = "__Host-relay_session"
-RELAY_COOKIE_NAMES = frozenset({SESSION_COOKIE, SESSION_COOKIE_SECURE})
+#: Sign-in state cookie, set on a tunnel host before it sends the browser to the login origin; the
+#: hand-off code is redeemed there only together with it (the same browser that started).
+STATE_COOKIE = "relay_state"
+STATE_COOKIE_SECURE = "__Host-relay_state"
+#: How long a started sign-in may take, seconds (typing a token included).
+STATE_TTL = 600
+RELAY_COOKIE_NAMES = frozenset({SESSION_COOKIE, SESSION_COOKIE_SECURE, STATE_COOKIE, STATE_COOKIE_SECURE})
 
 #: Every path the relay answers itself lives under this prefix, on any host it serves.
 RELAY_PATH_PREFIX = "/_relay/"

@@ -25,6 +25,7 @@ class _Grant:
     user_id: int
     credential: str
     host: str
+    state: str  # the sign-in state cookie of the browser the code is for
     expires: float
 
 
@@ -45,8 +46,9 @@ class SsoCodes:
         self._codes: OrderedDict[str, _Grant] = OrderedDict()
         self._per_user: Counter[int] = Counter()
 
-    def issue(self, user_id: int, host: str, credential: str = "") -> str:
-        """A new code; :class:`TooManyRequests` if this user already has ``max_per_user`` open."""
+    def issue(self, user_id: int, host: str, credential: str = "", *, state: str) -> str:
+        """A new code for ``host``, redeemable only with ``state`` (the browser's state cookie);
+        :class:`TooManyRequests` if this user already has ``max_per_user`` open."""
         now = self._clock()
         self._expire(now)
         if self._per_user[user_id] >= self._max_per_user:
@@ -57,17 +59,19 @@ class SsoCodes:
         while len(self._codes) >= self._max:
             self._drop(self._codes.popitem(last=False)[1])
         code = secrets.token_urlsafe(24)
-        self._codes[code] = _Grant(user_id, credential, host, now + self._ttl)
+        self._codes[code] = _Grant(user_id, credential, host, state, now + self._ttl)
         self._per_user[user_id] += 1
         return code
 
-    def redeem(self, code: str, host: str) -> tuple[int, str] | None:
-        """(user id, credential) a code was issued for, if it is valid for ``host``; spent either way."""
+    def redeem(self, code: str, host: str, state: str) -> tuple[int, str] | None:
+        """(user id, credential) a code was issued for, if it is valid for ``host`` and presented with
+        the state it was bound to; spent either way."""
         grant = self._codes.pop(code, None)
         if grant is None:
             return None
         self._drop(grant)
-        if grant.host != host or grant.expires <= self._clock():
+        same_browser = bool(state) and secrets.compare_digest(grant.state.encode(), state.encode())
+        if grant.host != host or not same_browser or grant.expires <= self._clock():
             return None
         return grant.user_id, grant.credential
 

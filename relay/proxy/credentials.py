@@ -3,11 +3,22 @@ request; failures are counted per client address and rate-limited (DESIGN §3.3)
 
 from __future__ import annotations
 
+import re
+import secrets
+
 from ..auth import FailureLimiter
 from ..config import PublicUrl
 from ..errors import TooManyRequests, Unauthorized
 from ..http1 import Headers, RequestHead, get_one
-from ..protocol import SESSION_COOKIE, SESSION_COOKIE_SECURE, SESSION_TTL, TOKEN_HEADER
+from ..protocol import (
+    SESSION_COOKIE,
+    SESSION_COOKIE_SECURE,
+    SESSION_TTL,
+    STATE_COOKIE,
+    STATE_COOKIE_SECURE,
+    STATE_TTL,
+    TOKEN_HEADER,
+)
 from ..rewrite import cookie_value, session_cookie
 from ..store import Store, User
 
@@ -21,6 +32,7 @@ class Credentials:
         self.limiter = limiter
         self.public = public
         self.cookie_name = SESSION_COOKIE_SECURE if public.secure else SESSION_COOKIE
+        self.state_name = STATE_COOKIE_SECURE if public.secure else STATE_COOKIE
 
     def check_rate(self, client: str) -> None:
         wait = self.limiter.retry_after(client)
@@ -52,6 +64,19 @@ class Credentials:
         user = self.session_user(head.headers, head.host)
         return user.id if user else None
 
+    def sign_in_state(self, headers: Headers) -> tuple[str, tuple[str, str]]:
+        """The browser's sign-in state (kept if it has a well-formed one, so two tabs signing in at
+        once share it) and the ``Set-Cookie`` that (re)sets it on the tunnel host."""
+        state = self.state_of(headers) or secrets.token_urlsafe(18)
+        cookie = session_cookie(self.state_name, state, secure=self.public.secure, max_age=STATE_TTL)
+        return state, ("Set-Cookie", cookie)
+
+    def state_of(self, headers: Headers) -> str:
+        return valid_state(cookie_value(headers, self.state_name) or "")
+
+    def clear_state(self) -> tuple[str, str]:
+        return ("Set-Cookie", session_cookie(self.state_name, "", secure=self.public.secure, max_age=0))
+
     def cookie(self, value: str, max_age: int) -> tuple[str, str]:
         return (
             "Set-Cookie",
@@ -68,3 +93,11 @@ class Credentials:
         if sid:
             self.store.delete_session(sid)
         return self.cookie("", 0)
+
+
+_STATE = re.compile(r"[A-Za-z0-9_-]{16,64}")
+
+
+def valid_state(value: str) -> str:
+    """``value`` if it has the shape of a state the relay makes, else "" (then none is used)."""
+    return value if _STATE.fullmatch(value) else ""

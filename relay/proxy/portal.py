@@ -21,7 +21,7 @@ from ..rewrite import query_params, without_param
 from ..sso import SsoCodes
 from ..store import Store, User
 from ..tunnels import Registry
-from .credentials import Credentials
+from .credentials import Credentials, valid_state
 from .reply import Reply
 
 log = logging.getLogger(__name__)
@@ -45,8 +45,18 @@ class Portal:
         self.sso = sso
         self.credentials = credentials
 
-    def login_url(self, next_url: str) -> str:
-        return f"{self.public.relay_origin}{LOGIN_PATH}?next={quote(next_url, safe='')}"
+    def login_url(self, next_url: str, state: str = "") -> str:
+        url = f"{self.public.relay_origin}{LOGIN_PATH}?next={quote(next_url, safe='')}"
+        return url + (f"&state={state}" if state else "")
+
+    def host_owner(self, host: str) -> int | None:
+        """Who owns a tunnel host: the live tunnel's user, else the name's or the domain's owner."""
+        tunnel = self.registry.get(host)
+        if tunnel is not None:
+            return tunnel.user_id
+        if classify_host(host, self.public.domain) is HostKind.CUSTOM:
+            return self.store.verified_domain_owner(host)
+        return self.store.name_owner(host.partition(".")[0])
 
     def is_served_host(self, host: str) -> bool:
         """A tunnel host: one label under the relay domain, or a verified custom domain."""
@@ -98,10 +108,12 @@ class Portal:
             urls = [self.public.tunnel_url(t.host) for t in self.registry.for_user(user.id)]
             return Reply.html(200, pages.home_page(user=user.name, tunnel_urls=urls))
         if path == LOGIN_PATH and method in ("GET", "HEAD"):
-            next_url = self._next(query_params(head.query).get("next", ""))
+            params = query_params(head.query)
+            next_url, state = self._next(params.get("next", "")), valid_state(params.get("state", ""))
             if user is not None and next_url:
-                return self._hand_off(user, next_url)
-            return Reply.html(200, pages.login_page(next_url=next_url, relay_host=self.public.domain))
+                return self._hand_off(user, next_url, state)
+            page = pages.login_page(next_url=next_url, relay_host=self.public.domain, state=state)
+            return Reply.html(200, page)
         if path == LOGIN_PATH and method == "POST":
             return self._login(body, client)
         if path == LOGOUT_PATH and method == "POST":
@@ -123,41 +135,56 @@ class Portal:
         )
 
     def _hand_off(
-        self, user: User, next_url: str, session: Callable[[], tuple[str, str]] | None = None
+        self,
+        user: User,
+        next_url: str,
+        state: str,
+        session: Callable[[], tuple[str, str]] | None = None,
     ) -> Reply:
         """Redirect with a one-time code to the tunnel host of ``next_url`` (validated by _next).
-        ``session`` makes the login's cookie, only once the code exists: a request that fails on the
-        way leaves no session behind."""
+
+        A code is minted only for a host ``user`` may visit, and only for a sign-in that a tunnel
+        host started (``state``, its cookie there): a sign-in without one goes to ``next_url`` itself,
+        whose host starts one. ``session`` makes the login's cookie, only once the outcome is known:
+        a request that fails on the way leaves no session behind."""
         parts = urlsplit(next_url)
         host = (parts.hostname or "").lower()
+        owner = self.host_owner(host)
+        if owner is None or not auth.may_visit(user.id, owner_id=owner):
+            error = f"You are signed in as {user.name}, who may not open {host}. Sign in as someone else:"
+            page = pages.login_page(
+                next_url=next_url, error=error, relay_host=self.public.domain, state=state
+            )
+            return Reply.html(403, page)
+        cookie = [session()] if session is not None else []
+        if not state:
+            return Reply.redirect(302, next_url, [("Referrer-Policy", "no-referrer"), *cookie])
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         try:
-            code = self.sso.issue(user.id, host, user.credential)
+            code = self.sso.issue(user.id, host, user.credential, state=state)
         except TooManyRequests as exc:
             return Reply.error(429, str(exc), html=True, headers=[("Retry-After", str(exc.retry_after))])
         target = f"{self.public.origin(host)}{SSO_PATH}?code={code}&next={quote(path, safe='')}"
-        cookie = [session()] if session is not None else []
         return Reply.redirect(302, target, [("Referrer-Policy", "no-referrer"), *cookie])
 
     def _login(self, body: bytes, client: str) -> Reply:
         form = query_params(body.decode("utf-8", errors="replace"))
-        next_url = self._next(form.get("next", ""))
+        next_url, state = self._next(form.get("next", "")), valid_state(form.get("state", ""))
         token = form.get("token", "").strip()
+        domain = self.public.domain
         try:
             user = self.credentials.verify_token(token, client) if token else None
         except TooManyRequests as exc:
-            page = pages.login_page(next_url=next_url, error=str(exc), relay_host=self.public.domain)
+            page = pages.login_page(next_url=next_url, error=str(exc), relay_host=domain, state=state)
             return Reply.html(429, page, [("Retry-After", str(exc.retry_after))])
         if user is None:
             page = pages.login_page(
-                next_url=next_url, error="That token is not valid.", relay_host=self.public.domain
+                next_url=next_url, error="That token is not valid.", relay_host=domain, state=state
             )
             return Reply.html(401, page)
         emit(log, logging.INFO, "login", user=user.name, client=client)
         if next_url:
-            return self._hand_off(
-                user, next_url, lambda: self.credentials.start_session(user, self.public.domain)
-            )
+            return self._hand_off(user, next_url, state, lambda: self.credentials.start_session(user, domain))
         cookie = self.credentials.start_session(user, self.public.domain)
         return Reply.redirect(303, self.public.relay_origin + "/", [cookie])
 
@@ -170,7 +197,8 @@ class Portal:
         html = auth.wants_html(get_one(head.headers, "accept") or "")
         if head.path == SSO_PATH and head.method in ("GET", "HEAD"):
             params = query_params(head.query)
-            grant = self.sso.redeem(params.get("code", ""), head.host)
+            state = self.credentials.state_of(head.headers)  # the browser that started this sign-in
+            grant = self.sso.redeem(params.get("code", ""), head.host, state)
             found = self.store.user_by_id(grant[0]) if grant is not None else None
             user = replace(found, credential=grant[1]) if found is not None and grant is not None else None
             if user is None:
@@ -183,7 +211,7 @@ class Portal:
             return Reply.redirect(
                 302,
                 auth.safe_local_path(params.get("next", "/")),
-                [cookie, ("Referrer-Policy", "no-referrer")],
+                [cookie, self.credentials.clear_state(), ("Referrer-Policy", "no-referrer")],
             )
         if head.path == LOGOUT_PATH and head.method == "POST":
             tunnel_origin = self.public.origin(head.host)
@@ -204,7 +232,14 @@ class Portal:
         if user is None:
             return Reply.error(401, "invalid relay token", html=html)
         if not auth.may_visit(user.id, owner_id=owner_id):
-            return Reply.error(403, f"user {user.name} may not open this tunnel", html=html)
+            message = f"user {user.name} may not open this tunnel"
+            if not html:
+                return Reply.error(403, message, html=False)
+            url = self.public.origin(head.host) + head.path
+            state, cookie = self.credentials.sign_in_state(head.headers)
+            return Reply.html(
+                403, pages.forbidden_page(message, login_url=self.login_url(url, state)), [cookie]
+            )
         query = without_param(head.query, TOKEN_QUERY)
         location = self.public.origin(head.host) + head.path + (f"?{query}" if query else "")
         return Reply.redirect(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .. import auth
+from .. import auth, pages
 from ..config import PublicUrl
 from ..errors import RelayError, Unauthorized
 from ..http1 import Framing, RequestHead, get_one
@@ -107,7 +107,7 @@ class Router:
             owner_id=tunnel.user_id,
         )
         if verdict is not auth.Verdict.ALLOW:
-            return Answer(self._refuse(verdict, tunnel_origin + head.target, html), note=verdict.value)
+            return Answer(self._refuse(verdict, head, tunnel_origin + head.target, html), note=verdict.value)
         return Forward(tunnel, html)
 
     def _relay_host(self, head: RequestHead, html: bool) -> Answer | RelayHost:
@@ -131,16 +131,25 @@ class Router:
             raise Unauthorized(f"?{TOKEN_QUERY}= works on GET links only; send X-Relay-Token")
         return self.portal.exchange_query_token(head, token, client, tunnel.user_id)
 
-    def _refuse(self, verdict: auth.Verdict, url: str, html: bool) -> Reply:
+    def _refuse(self, verdict: auth.Verdict, head: RequestHead, url: str, html: bool) -> Reply:
         if verdict is auth.Verdict.LOGIN:
-            return Reply.redirect(302, self.portal.login_url(url))
+            # The sign-in starts here: this browser gets a state cookie on the tunnel host, and the
+            # hand-off code will be redeemable only together with it.
+            state, cookie = self.credentials.sign_in_state(head.headers)
+            return Reply.redirect(302, self.portal.login_url(url, state), [cookie])
         if verdict is auth.Verdict.UNAUTHORIZED:
             login = self.portal.login_url(url)
             message = "relay credential required: send X-Relay-Token or sign in"
             return Reply.json(401, {"error": message, "status": 401, "login": login})
         if verdict is auth.Verdict.BAD_ORIGIN:
             return Reply.error(403, "cross-origin request refused", html=html)
-        return Reply.error(403, "your relay user may not open this tunnel", html=html)
+        message = "your relay user may not open this tunnel"
+        if not html:
+            return Reply.error(403, message, html=False)
+        # Not a dead end: the visitor may hold another user's token.
+        state, cookie = self.credentials.sign_in_state(head.headers)
+        page = pages.forbidden_page(message, login_url=self.portal.login_url(url, state))
+        return Reply.html(403, page, [cookie])
 
     def _no_tunnel(self, host: str, html: bool) -> Reply:
         if self.portal.serves(host):  # an owned name or a verified domain whose client is away

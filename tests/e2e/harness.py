@@ -343,6 +343,7 @@ class Backend:
         app.router.add_get("/ws", self.ws)
         app.router.add_get("/set-cookies", self.set_cookies)
         app.router.add_get("/slow", self.slow)
+        app.router.add_get("/site-wide", self.site_wide)
         app.router.add_route("*", "/{tail:.*}", self.echo)
         return app
 
@@ -403,6 +404,11 @@ class Backend:
         resp.headers.add("Set-Cookie", "__Host-relay_session=evil; Path=/; Secure")
         resp.headers.add("Set-Cookie", "wide=1; Domain=localhost; Path=/")
         return resp
+
+    async def site_wide(self, request: web.Request) -> web.Response:
+        """A header that would act on every host of the relay's domain, and one that is harmless."""
+        self.record(request)
+        return web.Response(text="ok", headers={"Clear-Site-Data": '"cookies", "storage"', "X-Kept": "1"})
 
     async def slow(self, request: web.Request) -> web.StreamResponse:
         """Ten pieces, ``delay`` seconds apart: a request that is in flight for a while."""

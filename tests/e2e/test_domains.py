@@ -176,8 +176,11 @@ async def test_sso_hand_off_works_on_a_custom_domain(
         assert login.hostname == "localhost" and login.path == "/_relay/login"
         next_url = parse_qs(login.query)["next"][0]
         assert next_url == f"{origin}/echo?a=b"
+        state = parse_qs(login.query)["state"][0]
+        state_cookie = cookie_pair(first.set_cookies[0])
+        assert state_cookie == f"relay_state={state}"
 
-        form = f"token={token}&next={quote(next_url, safe='')}".encode()
+        form = f"token={token}&next={quote(next_url, safe='')}&state={state}".encode()
         signed_in = await fetch(
             relay,
             "localhost",
@@ -193,9 +196,12 @@ async def test_sso_hand_off_works_on_a_custom_domain(
         hand_off = urlsplit(signed_in.headers["Location"])
         assert hand_off.hostname == domain and hand_off.path == "/_relay/sso"
 
-        exchanged = await fetch(relay, domain, f"{hand_off.path}?{hand_off.query}")
+        exchanged = await fetch(
+            relay, domain, f"{hand_off.path}?{hand_off.query}", headers={"Cookie": state_cookie}
+        )
         assert exchanged.status == 302 and exchanged.headers["Location"] == "/echo?a=b"
-        [cookie] = exchanged.set_cookies
+        cookie, cleared = exchanged.set_cookies
+        assert cleared.startswith('relay_state="";') and "Max-Age=0" in cleared
         assert "Domain" not in cookie
 
         page = await fetch(relay, domain, "/echo?a=b", headers={"Cookie": cookie_pair(cookie)})

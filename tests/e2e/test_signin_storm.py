@@ -16,7 +16,7 @@ import pytest
 from relay.datadir import DB_FILE
 
 from .conftest import Owned, unique_name
-from .harness import RelayProcess, cookie_pair, fetch, limit_args, start_relay
+from .harness import Backend, RelayProcess, cookie_pair, fetch, limit_args, open_tunnel, start_relay
 
 LIMITS = {"auth_max_sessions_per_user": "40", "sso_max_codes_per_user": "25", "auth_failure_limit": "5"}
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -42,10 +42,14 @@ async def test_a_sign_in_storm_is_bounded_and_leaves_other_users_alone(
 ) -> None:
     storm = unique_name("storm")
     storm_token = relay.add_user(storm)
+    backend = Backend()
+    await backend.start()
+    own = await open_tunnel(relay, storm, f"{storm}:80:127.0.0.1:{backend.port}", token=storm_token)
     # The other user: signed in to its tunnel host before the storm.
     bob = await fetch(relay, owned.host, f"/?relay_token={owned.token}")
     bob_cookie = cookie_pair(bob.set_cookies[0])
-    next_url = quote(f"http://{owned.host}:{relay.http_port}/")  # a served host: a code is minted
+    # The storm user's own tunnel, and a sign-in state: each such sign-in mints a code.
+    next_url = quote(f"http://{storm}.localhost:{relay.http_port}/") + "&state=" + "s" * 24
     statuses: dict[int, int] = {}
     served: list[int] = []
 
@@ -80,3 +84,5 @@ async def test_a_sign_in_storm_is_bounded_and_leaves_other_users_alone(
     assert served and set(served) == {200}  # bob was served throughout
     again = await fetch(relay, owned.host, "/echo", headers={"Cookie": bob_cookie})
     assert again.status == 200  # and his session survived the storm
+    await own.close()
+    await backend.stop()

@@ -11,8 +11,8 @@ import aiohttp
 
 from relay.datadir import DB_FILE
 
-from .conftest import Owned
-from .harness import Backend, RelayProcess, cookie_pair, fetch, raw_request
+from .conftest import Owned, unique_name
+from .harness import Backend, RelayProcess, Reply, cookie_pair, fetch, raw_request
 
 HTML = {"Accept": "text/html,application/xhtml+xml"}
 
@@ -26,9 +26,13 @@ async def test_no_credential_is_refused_and_backend_sees_nothing(
     browser = await fetch(relay, owned.host, "/lab?x=1", headers=HTML)
     assert browser.status == 302
     location = browser.headers["Location"]
+    state = cookie_pair(browser.set_cookies[0]).removeprefix("relay_state=")
     assert location == (
-        f"http://localhost:{relay.http_port}/_relay/login?next=" + quote(f"{owned.url}/lab?x=1", safe="")
+        f"http://localhost:{relay.http_port}/_relay/login?next="
+        + quote(f"{owned.url}/lab?x=1", safe="")
+        + f"&state={state}"
     )
+    assert "HttpOnly" in browser.set_cookies[0] and "SameSite=Lax" in browser.set_cookies[0]
     for method in ("HEAD", "OPTIONS", "POST", "DELETE"):
         reply = await fetch(
             relay, owned.host, "/echo", method=method, data=b"x" if method == "POST" else None
@@ -115,6 +119,9 @@ async def test_login_form_and_sso_hand_off(relay: RelayProcess, backend: Backend
     assert form.status == 200
     assert b'name="token"' in form.body or b"name=token" in form.body
     next_value = parse_qs(login_url.query)["next"][0]
+    state = parse_qs(login_url.query)["state"][0]
+    state_cookie = cookie_pair(first.set_cookies[0])
+    assert state_cookie == f"relay_state={state}" and f'name=state value="{state}"'.encode() in form.body
     wrong = await fetch(
         relay,
         "localhost",
@@ -133,13 +140,15 @@ async def test_login_form_and_sso_hand_off(relay: RelayProcess, backend: Backend
             "Content-Type": "application/x-www-form-urlencoded",
             "Origin": f"http://localhost:{relay.http_port}",
         },
-        data=f"token={quote(owned.token)}&next={quote(next_value)}".encode(),
+        data=f"token={quote(owned.token)}&next={quote(next_value)}&state={state}".encode(),
     )
     assert posted.status == 302
     relay_cookie = cookie_pair(posted.set_cookies[0])
     hand_off = urlsplit(posted.headers["Location"])
     assert hand_off.hostname == owned.host and hand_off.path == "/_relay/sso"
-    sso = await fetch(relay, owned.host, f"{hand_off.path}?{hand_off.query}")
+    sso = await fetch(
+        relay, owned.host, f"{hand_off.path}?{hand_off.query}", headers={"Cookie": state_cookie}
+    )
     assert sso.status == 302
     assert sso.headers["Location"] == "/lab/tree?x=1"
     host_cookie = cookie_pair(sso.set_cookies[0])
@@ -147,7 +156,9 @@ async def test_login_form_and_sso_hand_off(relay: RelayProcess, backend: Backend
     page = await fetch(relay, owned.host, "/lab/tree?x=1", headers={"Cookie": host_cookie})
     assert page.status == 200
     # The code is single-use.
-    again = await fetch(relay, owned.host, f"{hand_off.path}?{hand_off.query}")
+    again = await fetch(
+        relay, owned.host, f"{hand_off.path}?{hand_off.query}", headers={"Cookie": state_cookie}
+    )
     assert again.status == 400
     # Single sign-on: with the relay session, the login page hands off at once, without the form.
     second = await fetch(
@@ -314,17 +325,78 @@ async def test_crafted_targets_and_redirects_get_400_or_a_safe_answer_never_a_tr
         assert out.startswith(f"HTTP/1.1 {status} ".encode()), (target, out[:200])
     assert _sessions(relay) == before
     # A real hand-off code, redeemed with a non-ASCII next: the Location is percent-encoded.
+    state_cookie, code, _ = await _hand_off_for(relay, owned, owned.token)
+    sso = await fetch(
+        relay,
+        owned.host,
+        f"/_relay/sso?code={code}&next=%2F%C3%A9%E2%80%AE",
+        headers={"Cookie": state_cookie},
+    )
+    assert sso.status == 302 and sso.headers["Location"] == "/%C3%A9%E2%80%AE"
+    text = relay.log_text()
+    assert "Traceback" not in text and "request failed" not in text
+    assert sum(mark in line for line in text.splitlines()) <= len(cases)
+
+
+async def _hand_off_for(relay: RelayProcess, owned: Owned, token: str) -> tuple[str, str, Reply]:
+    """Start a sign-in on ``owned``'s host (a fresh browser), sign in with ``token``:
+    (the browser's state cookie, the code, the login's reply)."""
+    first = await fetch(relay, owned.host, "/echo", headers=HTML)
+    state_cookie = cookie_pair(first.set_cookies[0])
+    login = urlsplit(first.headers["Location"])
+    params = parse_qs(login.query)
     posted = await fetch(
         relay,
         "localhost",
         "/_relay/login",
         method="POST",
         headers={"Content-Type": "application/x-www-form-urlencoded"},
-        data=f"token={quote(owned.token)}&next={quote(f'http://{owned.host}:{relay.http_port}/')}".encode(),
+        data=f"token={quote(token)}&next={quote(params['next'][0])}&state={params['state'][0]}".encode(),
     )
-    code = parse_qs(urlsplit(posted.headers["Location"]).query)["code"][0]
-    sso = await fetch(relay, owned.host, f"/_relay/sso?code={code}&next=%2F%C3%A9%E2%80%AE")
-    assert sso.status == 302 and sso.headers["Location"] == "/%C3%A9%E2%80%AE"
-    text = relay.log_text()
-    assert "Traceback" not in text and "request failed" not in text
-    assert sum(mark in line for line in text.splitlines()) <= len(cases)
+    location = posted.headers.get("Location", "")
+    code = parse_qs(urlsplit(location).query).get("code", [""])[0]
+    return state_cookie, code, posted
+
+
+async def test_a_hand_off_code_works_only_in_the_browser_that_started_it(
+    relay: RelayProcess, owned: Owned
+) -> None:
+    """Login CSRF: an attacker's code pushed into a victim's browser must not sign the victim in."""
+    mine, code, _ = await _hand_off_for(relay, owned, owned.token)
+    theirs, _, _ = await _hand_off_for(relay, owned, owned.token)  # another browser, its own state
+    assert mine != theirs
+    for cookie in ({}, {"Cookie": theirs}):
+        elsewhere = await fetch(relay, owned.host, f"/_relay/sso?code={code}&next=%2F", headers=cookie)
+        assert elsewhere.status == 400 and not any("relay_session=" in c for c in elsewhere.set_cookies)
+    # The code was spent by those tries; a fresh one redeems in its own browser.
+    mine, code, _ = await _hand_off_for(relay, owned, owned.token)
+    ok = await fetch(relay, owned.host, f"/_relay/sso?code={code}&next=%2F", headers={"Cookie": mine})
+    assert ok.status == 302 and any(c.startswith("relay_session=") for c in ok.set_cookies)
+
+
+async def test_no_code_is_minted_for_a_host_the_user_may_not_visit(relay: RelayProcess, owned: Owned) -> None:
+    stranger = unique_name("str")
+    token = relay.add_user(stranger)
+    _, code, posted = await _hand_off_for(relay, owned, token)
+    assert posted.status == 403 and code == ""
+    assert f"signed in as {stranger}".encode() in posted.body and b"name=token" in posted.body
+    assert not posted.set_cookies  # nothing made for a sign-in that goes nowhere
+
+
+async def test_a_refused_visitor_is_offered_to_sign_in_as_someone_else(
+    relay: RelayProcess, owned: Owned
+) -> None:
+    stranger = unique_name("str")
+    token = relay.add_user(stranger)
+    refused = await fetch(relay, owned.host, "/echo", headers={"X-Relay-Token": token, **HTML})
+    assert refused.status == 403 and b"Sign in as someone else" in refused.body
+    link = re.search(rb'href="([^"]+)"', refused.body)
+    assert link is not None and b"/_relay/login?next=" in link[1] and b"&amp;state=" in link[1]
+    via_query = await fetch(relay, owned.host, f"/echo?relay_token={token}", headers=HTML)
+    assert via_query.status == 403 and b"Sign in as someone else" in via_query.body
+
+
+async def test_site_wide_response_headers_never_reach_the_visitor(relay: RelayProcess, owned: Owned) -> None:
+    reply = await fetch(relay, owned.host, "/site-wide", headers={"X-Relay-Token": owned.token})
+    assert reply.status == 200 and reply.body == b"ok"
+    assert "Clear-Site-Data" not in reply.headers and reply.headers.get("X-Kept") == "1"
