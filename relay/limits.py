@@ -52,6 +52,13 @@ class Limits:
         "past this many open visitor connections a new one is refused (503) with a chance rising "
         "from 30% to 100% at http_max_connections (OpenSSH's MaxStartups start:rate:full)",
     )
+    http_max_streams_per_user: int = _limit(
+        512,
+        "count",
+        "requests and WebSockets in flight at once to all tunnels of one user; past it 503, so one "
+        "user's many tunnels cannot hold every visitor slot (behind Caddy, where per-address caps "
+        "count the forwarded client address instead)",
+    )
     # -- upstream (the tunnel's backend, through an SSH channel) ---------------------------------
     upstream_open_timeout: float = _limit(
         15.0, "s", "the tunnel's client must accept a channel in this time, else 502"

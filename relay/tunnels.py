@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -72,6 +72,29 @@ class Stream:
 StreamOpener = Callable[[], Awaitable[Stream]]
 
 
+class UserStreams:
+    """Channels open at once to all tunnels of each user, capped: one user's many tunnels and
+    long-lived WebSockets cannot take every visitor slot of the relay."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self._open: Counter[int] = Counter()
+
+    def full(self, user_id: int) -> bool:
+        return self._open[user_id] >= self.cap
+
+    def take(self, user_id: int) -> None:
+        self._open[user_id] += 1
+
+    def give_back(self, user_id: int) -> None:
+        self._open[user_id] -= 1
+        if self._open[user_id] <= 0:
+            del self._open[user_id]
+
+    def count(self, user_id: int) -> int:
+        return self._open.get(user_id, 0)
+
+
 @dataclass(eq=False)
 class Tunnel:
     """One live HTTP tunnel: a public host served by one SSH connection's reverse forward."""
@@ -88,13 +111,17 @@ class Tunnel:
     #: Channels open at once to this tunnel's client (0: no cap); counted from open to Stream.close().
     max_channels: int = 0
     channels: int = 0
+    #: The owner's channels across all their tunnels (None: not capped).
+    user_streams: UserStreams | None = field(default=None, repr=False)
     #: Open channels kept idle by visitor connections for their next request, oldest first.
     _parked: OrderedDict[int, Stream] = field(default_factory=OrderedDict, repr=False)
 
     async def open_stream(self) -> Stream:
         """Open a new channel to the backend. Raises :class:`BadGateway` if the client refuses or is
         gone, and :class:`ServiceUnavailable` at once when ``max_channels`` are busy: never a queue."""
-        if self.max_channels and self.channels >= self.max_channels and self._parked:
+        users = self.user_streams
+        at_cap = self.max_channels and self.channels >= self.max_channels
+        if (at_cap or (users is not None and users.full(self.user_id))) and self._parked:
             # An idle kept channel is a convenience; a request waiting for one is not.
             _, oldest = self._parked.popitem(last=False)
             oldest.close()
@@ -104,18 +131,29 @@ class Tunnel:
                 "retry shortly",
                 retry_after=BUSY_RETRY_AFTER,
             )
+        if users is not None and users.full(self.user_id):
+            raise ServiceUnavailable(
+                f"the tunnels of {self.user_name} are serving {users.cap} requests at once, "
+                "the relay's limit per user; retry shortly",
+                retry_after=BUSY_RETRY_AFTER,
+            )
         self.channels += 1
+        if users is not None:
+            users.take(self.user_id)
         try:
             stream = await self.opener()
         except BaseException:
-            self.channels -= 1
+            self._released(None)
             raise
         stream.on_close = lambda: self._released(stream)
         return stream
 
-    def _released(self, stream: Stream) -> None:
+    def _released(self, stream: Stream | None) -> None:
         self.channels -= 1
-        self._parked.pop(id(stream), None)
+        if self.user_streams is not None:
+            self.user_streams.give_back(self.user_id)
+        if stream is not None:
+            self._parked.pop(id(stream), None)
 
     def park(self, stream: Stream) -> None:
         """``stream`` is idle, kept by a visitor connection; it may be closed to make room."""

@@ -67,7 +67,12 @@ class Proxy:
             trust_proxy=trust_proxy,
         )
         forwarder = Forwarder(limits=limits, relay_domain=public.domain, trust_proxy=trust_proxy)
-        self.front = Front(limits, router, self.portal, forwarder, trust_proxy)
+        forwarded = Gate(
+            limits.http_max_connections,
+            limits.http_max_connections_per_address,
+            limits.http_max_connections_per_network,
+        )
+        self.front = Front(limits, router, self.portal, forwarder, trust_proxy, forwarded)
         self._visitors: set[Visitor] = set()
         self.draining = False
 

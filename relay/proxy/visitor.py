@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from ..admission import Gate
 from ..deadline import Deadline
 from ..errors import BadRequest, RelayError
 from ..http1 import Framing, RequestHead, parse_request_head
-from ..limits import Limits
+from ..limits import BUSY_RETRY_AFTER, Limits
 from ..logfmt import emit, escape
 from ..pump import Truncated
 from ..rewrite import IPNetwork, client_address
@@ -46,6 +47,9 @@ class Front:
     portal: Portal
     forwarder: Forwarder
     trust_proxy: tuple[IPNetwork, ...]
+    #: Requests in flight per forwarded client address (behind --trust-proxy every connection comes
+    #: from the proxy, so the per-address connection caps count the visitor here instead).
+    forwarded: Gate = field(default_factory=lambda: Gate(2**31, 2**31))
 
 
 class Visitor:
@@ -213,7 +217,15 @@ class Visitor:
         client = client_address(self.peer_ip, head.headers, self.front.trust_proxy)
         outcome, note = Outcome(0, 0, False), None
         self.answering = False
+        forwarded = client != self.peer_ip  # a visitor behind a trusted proxy
+        refusal = self.front.forwarded.enter(client) if forwarded else None
         try:
+            if refusal is not None:
+                note = f"{refusal.value} cap of requests in flight"
+                reply = Reply.error(429, "too many requests in flight from your address", html=False)
+                reply.headers.append(("Retry-After", str(BUSY_RETRY_AFTER)))
+                outcome = await self._answer(head, reply)
+                return outcome.keep
             outcome, note = await self._serve_request(head, client)
             return outcome.keep
         except STORE_ERRORS as exc:
@@ -242,6 +254,8 @@ class Visitor:
                 await self._send(reply, keep=False)
             raise Abort("internal error") from None
         finally:
+            if forwarded and refusal is None:
+                self.front.forwarded.leave(client)
             # The one line for this request. The path has no query (tokens may be there); cookies,
             # the relay header and tokens are never logged; logfmt escapes and caps what is.
             failed = outcome.status >= 500 or (outcome.status == 0 and note is not None)

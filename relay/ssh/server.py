@@ -23,7 +23,7 @@ from ..logfmt import emit
 from ..names import claim_refusal, domain_bind_refusal, resolve_bind
 from ..protocol import SSH_ENCRYPTION_ALGS, TUNNEL_PORTS
 from ..store import Store, User
-from ..tunnels import Registry, Tunnel
+from ..tunnels import Registry, Tunnel, UserStreams
 from .channels import channel_opener
 from .connections import SshConnections
 from .notices import EXCERPT_CHARS, LogBudget, Notices, excerpt
@@ -47,9 +47,12 @@ class SshContext:
     ssh_port: int = 22  # for the commands printed to users; set once the server listens
     #: SSH connections that have not logged in yet (OpenSSH's MaxStartups), in total and per address.
     unauthenticated: Gate = field(init=False)
+    #: Channels open to each user's tunnels, all together (http_max_streams_per_user).
+    user_streams: UserStreams = field(init=False)
 
     def __post_init__(self) -> None:
         limits = self.limits
+        self.user_streams = UserStreams(limits.http_max_streams_per_user)
         self.unauthenticated = Gate(
             limits.ssh_max_unauthenticated,
             limits.ssh_max_unauthenticated_per_address,
@@ -273,6 +276,7 @@ class RelaySSHServer(asyncssh.SSHServer):
             client=self.peer,
             opener=channel_opener(conn, listen_host, listen_port),
             max_channels=self.ctx.limits.ssh_max_channels_per_tunnel,
+            user_streams=self.ctx.user_streams,
         )
         displaced = self.ctx.registry.add(tunnel)
         if displaced is not None:

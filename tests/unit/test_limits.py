@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import resource
+from dataclasses import replace as replace_tunnel
 
 import pytest
 
@@ -15,7 +16,7 @@ from relay.errors import BadRequest, ServiceUnavailable
 from relay.limits import Limits, describe, parse_overrides
 from relay.pump import copy_exact, pipe
 from relay.ssh.channels import ChannelStream
-from relay.tunnels import Stream, Tunnel
+from relay.tunnels import Stream, Tunnel, UserStreams
 
 # -- Limits ------------------------------------------------------------------------------------------
 
@@ -249,15 +250,41 @@ async def test_channel_cap_closes_an_idle_kept_channel_to_make_room() -> None:
     assert tunnel.channels == 1
 
 
+async def test_streams_are_capped_per_user_across_all_their_tunnels() -> None:
+    users = UserStreams(3)
+    mine = [replace_tunnel(_tunnel(10), host=f"m{n}.localhost", user_streams=users) for n in range(2)]
+    other = replace_tunnel(_tunnel(10), host="o.localhost", user_id=2, user_streams=users)
+    streams = [await mine[0].open_stream(), await mine[1].open_stream(), await mine[0].open_stream()]
+    with pytest.raises(ServiceUnavailable, match="per user"):
+        await mine[1].open_stream()  # another tunnel of the same user: the same budget
+    assert (await other.open_stream()) is not None  # another user is unaffected
+    streams[0].close()
+    assert users.count(1) == 2
+    await mine[1].open_stream()
+    assert users.count(1) == 3 and users.count(2) == 1
+
+
+async def test_the_user_cap_closes_an_idle_kept_channel_of_the_tunnel_to_make_room() -> None:
+    users = UserStreams(1)
+    tunnel = replace_tunnel(_tunnel(10), user_streams=users)
+    kept = await tunnel.open_stream()
+    tunnel.park(kept)
+    fresh = await tunnel.open_stream()
+    assert kept.writer.is_closing() and not fresh.writer.is_closing() and users.count(1) == 1
+
+
 async def test_failed_open_does_not_leak_a_channel() -> None:
     async def refuse() -> Stream:
         raise ConnectionRefusedError
 
-    tunnel = Tunnel(host="t", user_id=1, user_name="t", client="c", opener=refuse, max_channels=1)
+    users = UserStreams(1)
+    tunnel = Tunnel(
+        host="t", user_id=1, user_name="t", client="c", opener=refuse, max_channels=1, user_streams=users
+    )
     for _ in range(3):
         with pytest.raises(ConnectionRefusedError):
             await tunnel.open_stream()
-    assert tunnel.channels == 0
+    assert tunnel.channels == 0 and users.count(1) == 0
 
 
 # -- pump idle timeouts ------------------------------------------------------------------------------
