@@ -4,6 +4,9 @@ strings them together with the store and DNS, and words the results."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from functools import partial
+
 from .dnscheck import DnsChecker
 from .domains import challenge_refusal, new_challenge, records_to_create, validate_domain
 from .errors import Conflict, NotFound, RelayError
@@ -16,11 +19,18 @@ def add(store: Store, raw_domain: str, user: str, *, relay_domain: str) -> Domai
 
 
 async def verify(
-    store: Store, checker: DnsChecker, raw_domain: str, user: str | None, *, relay_domain: str
+    store: Store,
+    checker: DnsChecker,
+    raw_domain: str,
+    user: str | None,
+    *,
+    relay_domain: str,
+    write: Callable[[Callable[[Store], None]], Awaitable[None]] | None = None,
 ) -> DomainClaim:
     """Verify a claim of ``raw_domain`` (``user``'s, or whichever claim's value DNS holds).
 
-    Raises :class:`RelayError` with the reason when DNS does not prove it.
+    Raises :class:`RelayError` with the reason when DNS does not prove it. ``write`` runs the store
+    write (the running relay passes its writer; the admin CLI writes directly).
     """
     domain = validate_domain(raw_domain, relay_domain=relay_domain)
     claims = store.list_domains(user, domain)
@@ -33,7 +43,11 @@ async def verify(
     found = await checker.challenge_values(domain)
     for claim in claims:
         if challenge_refusal(domain, claim.challenge, found) is None:
-            store.mark_domain_verified(domain, claim.user_id)
+            mark = partial(Store.mark_domain_verified, domain=domain, user_id=claim.user_id)
+            if write is None:
+                mark(store)
+            else:  # the running relay: off the event loop
+                await write(mark)
             done = store.domain_claim(domain, claim.user)
             assert done is not None
             return done

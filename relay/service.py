@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 from dataclasses import dataclass
+from functools import partial
 
 import asyncssh
 
@@ -21,7 +22,8 @@ from .errors import StoreError
 from .logfmt import emit
 from .proxy import Proxy
 from .ssh import SshConnections, SshContext, start_ssh_server
-from .store import STORE_ERRORS, Store
+from .store import Store
+from .storewriter import StoreWriter
 from .tls import CertificateSet
 from .tunnels import Registry, Tunnel
 
@@ -55,6 +57,8 @@ class RelayService:
         self.ssh_connections = SshConnections()
         self._lock = DataDirLock(config.data_dir)
         self.store: Store | None = None
+        #: Store writes off the event loop (opened with the store, in its own thread).
+        self.writer: StoreWriter | None = None
         self.proxy: Proxy | None = None
         self.bootstrap: Bootstrap | None = None
         self.host_fingerprint = ""
@@ -81,14 +85,19 @@ class RelayService:
         return store
 
     def _on_registry_change(self, host: str, tunnel: Tunnel | None) -> None:
-        assert self.store is not None
-        try:
-            if tunnel is None:
-                self.store.drop_live(host)
-            else:
-                self.store.put_live(host, tunnel.user_id, tunnel.client, tunnel.since)
-        except StoreError as exc:  # the live table is informational; tunnels keep working
-            emit(log, logging.WARNING, "store.live_failed", host=host, error=exc)
+        # Queued, never awaited: the live table is informational (``relay tunnels``), and a store
+        # held by another process must not stall the loop; failures are logged by the writer.
+        writer = self._writer()
+        if tunnel is None:
+            writer.submit(lambda store: store.drop_live(host), "drop_live")
+        else:
+            user_id, client, since = tunnel.user_id, tunnel.client, tunnel.since
+            writer.submit(lambda store: store.put_live(host, user_id, client, since), "put_live")
+
+    def _writer(self) -> StoreWriter:
+        if self.writer is None:
+            self.writer = StoreWriter(self.config.data_dir)
+        return self.writer
 
     async def start(self) -> None:
         store = self.store or self.open_store()
@@ -128,6 +137,7 @@ class RelayService:
             limiter=limiter,
             trust_proxy=cfg.trust_proxy,
             limits=lim,
+            writer=self._writer(),
         )
         ssh_ctx = SshContext(
             store=store,
@@ -137,6 +147,7 @@ class RelayService:
             connections=self.ssh_connections,
             dns=DnsChecker(cfg.dns_server),
             limits=lim,
+            writer=self._writer(),
         )
         self._ssh = await start_ssh_server(ssh_ctx, cfg.bind, cfg.ssh_port, self.host_key)
         self.ssh_port = ssh_ctx.ssh_port = self._ssh.sockets[0].getsockname()[1]
@@ -158,20 +169,13 @@ class RelayService:
             assert self.store is not None
             rows = [(t.host, t.bytes_in, t.bytes_out) for t in self.registry.all()]
             if rows:
-                try:
-                    self.store.update_live_bytes(rows)
-                except StoreError as exc:
-                    emit(log, logging.WARNING, "store.stats_failed", error=exc)
+                self._writer().submit(partial(Store.update_live_bytes, rows=rows), "update_live_bytes")
 
     async def _purge_sessions(self) -> None:
         """Expired sessions are refused at once; their rows go here, on a timer, not per sign-in."""
         while True:
             await asyncio.sleep(SESSION_PURGE_INTERVAL)
-            assert self.store is not None
-            try:
-                self.store.purge_expired_sessions()
-            except STORE_ERRORS as exc:
-                emit(log, logging.WARNING, "store.purge_failed", error=exc)
+            self._writer().submit(lambda store: store.purge_expired_sessions(), "purge_expired_sessions")
 
     async def _recheck_credentials(self) -> None:
         while True:
@@ -208,6 +212,8 @@ class RelayService:
             task = getattr(self, task_name, None)
             if task is not None:
                 task.cancel()
+        if self.writer is not None:
+            self.writer.close()  # what was queued is written first
         if self.store is not None:
             with contextlib.suppress(StoreError):
                 self.store.clear_live()

@@ -104,6 +104,12 @@ _MIGRATIONS: tuple[str, ...] = (
     """,
 )
 
+
+def new_session_id() -> str:
+    """A session id (the cookie's value); only its hash is stored."""
+    return secrets.token_urlsafe(32)
+
+
 #: Sessions one user may hold at once (all browsers and tunnel hosts); a new one replaces the oldest.
 MAX_SESSIONS_PER_USER = 200
 
@@ -237,7 +243,9 @@ class Store:
     # -- lifecycle ---------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, data_dir: Path) -> Store:
+    def open(cls, data_dir: Path, *, check: bool = True) -> Store:
+        """Open (creating if needed) the store; ``check`` runs SQLite's quick_check first (at start-up;
+        a second connection of the same process skips it)."""
         path = data_dir / DB_FILE
         check_private(path)
         existed = path.exists()
@@ -248,7 +256,7 @@ class Store:
             db = sqlite3.connect(path, timeout=10.0, isolation_level=None)
             db.execute("PRAGMA busy_timeout = 10000")
             db.execute("PRAGMA foreign_keys = ON")
-            if existed:
+            if existed and check:
                 row = db.execute("PRAGMA quick_check").fetchone()
                 if row is None or row[0] != "ok":
                     raise StoreError(
@@ -595,7 +603,14 @@ class Store:
         store a bounded number of rows, and each sign-in a constant amount of work (indexed; the
         expired rows go on a timer, :meth:`purge_expired_sessions`).
         """
-        sid = secrets.token_urlsafe(32)
+        sid = new_session_id()
+        self.insert_session(sid, user, host, ttl, max_per_user=max_per_user)
+        return sid
+
+    def insert_session(
+        self, sid: str, user: User, host: str, ttl: float, *, max_per_user: int = MAX_SESSIONS_PER_USER
+    ) -> None:
+        """The write of :meth:`create_session`, for a ``sid`` made beforehand (new_session_id)."""
         now = time.time()
         token_id = user.credential if user.credential.startswith(TOKEN_PREFIX) else None
         with self._tx() as db:
@@ -609,7 +624,6 @@ class Store:
                 "ORDER BY created_at DESC LIMIT -1 OFFSET ?)",
                 (user.id, max_per_user),
             )
-        return sid
 
     def purge_expired_sessions(self, *, now: float | None = None) -> int:
         """Delete sessions past their expiry (they are already refused); returns how many."""

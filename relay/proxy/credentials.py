@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from ..auth import FailureLimiter
 from ..config import PublicUrl
@@ -20,7 +22,8 @@ from ..protocol import (
     TOKEN_HEADER,
 )
 from ..rewrite import cookie_value, session_cookie
-from ..store import Store, User
+from ..store import Store, User, new_session_id
+from .reply import Reply
 
 
 class Credentials:
@@ -83,16 +86,33 @@ class Credentials:
             session_cookie(self.cookie_name, value, secure=self.public.secure, max_age=max_age),
         )
 
-    def start_session(self, user: User, host: str) -> tuple[str, str]:
-        """A new host session for ``user``: its ``Set-Cookie`` header."""
-        sid = self.store.create_session(user, host, SESSION_TTL, max_per_user=self.max_sessions)
-        return self.cookie(sid, SESSION_TTL)
+    def start_session(self, user: User, host: str) -> SessionChange:
+        """A new host session for ``user``: its ``Set-Cookie`` header, and the store write that must
+        succeed before the reply carrying it is sent (it runs off the event loop)."""
+        sid, cap = new_session_id(), self.max_sessions
+        return SessionChange(
+            self.cookie(sid, SESSION_TTL),
+            lambda store: store.insert_session(sid, user, host, SESSION_TTL, max_per_user=cap),
+        )
 
-    def end_session(self, headers: Headers) -> tuple[str, str]:
+    def end_session(self, headers: Headers) -> SessionChange:
         sid = cookie_value(headers, self.cookie_name)
-        if sid:
-            self.store.delete_session(sid)
-        return self.cookie("", 0)
+        return SessionChange(self.cookie("", 0), (lambda store: store.delete_session(sid)) if sid else None)
+
+
+@dataclass(frozen=True)
+class SessionChange:
+    """A session cookie to send and the store write behind it (None: nothing to write)."""
+
+    header: tuple[str, str]
+    write: Callable[[Store], None] | None
+
+    def on(self, reply: Reply) -> Reply:
+        """``reply`` with the cookie added and the write attached (done before it is sent)."""
+        reply.headers.append(self.header)
+        if self.write is not None:
+            reply.writes.append(self.write)
+        return reply
 
 
 _STATE = re.compile(r"[A-Za-z0-9_-]{16,64}")

@@ -21,7 +21,7 @@ from ..rewrite import query_params, without_param
 from ..sso import SsoCodes
 from ..store import Store, User
 from ..tunnels import Registry
-from .credentials import Credentials, valid_state
+from .credentials import Credentials, SessionChange, valid_state
 from .reply import Reply
 
 log = logging.getLogger(__name__)
@@ -139,7 +139,7 @@ class Portal:
         user: User,
         next_url: str,
         state: str,
-        session: Callable[[], tuple[str, str]] | None = None,
+        session: Callable[[], SessionChange] | None = None,
     ) -> Reply:
         """Redirect with a one-time code to the tunnel host of ``next_url`` (validated by _next).
 
@@ -156,16 +156,18 @@ class Portal:
                 next_url=next_url, error=error, relay_host=self.public.domain, state=state
             )
             return Reply.html(403, page)
-        cookie = [session()] if session is not None else []
+        signed_in = session() if session is not None else None
         if not state:
-            return Reply.redirect(302, next_url, [("Referrer-Policy", "no-referrer"), *cookie])
+            reply = Reply.redirect(302, next_url, [("Referrer-Policy", "no-referrer")])
+            return signed_in.on(reply) if signed_in is not None else reply
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         try:
             code = self.sso.issue(user.id, host, user.credential, state=state)
         except TooManyRequests as exc:
             return Reply.error(429, str(exc), html=True, headers=[("Retry-After", str(exc.retry_after))])
         target = f"{self.public.origin(host)}{SSO_PATH}?code={code}&next={quote(path, safe='')}"
-        return Reply.redirect(302, target, [("Referrer-Policy", "no-referrer"), *cookie])
+        reply = Reply.redirect(302, target, [("Referrer-Policy", "no-referrer")])
+        return signed_in.on(reply) if signed_in is not None else reply
 
     def _login(self, body: bytes, client: str) -> Reply:
         form = query_params(body.decode("utf-8", errors="replace"))
@@ -185,11 +187,11 @@ class Portal:
         emit(log, logging.INFO, "login", user=user.name, client=client)
         if next_url:
             return self._hand_off(user, next_url, state, lambda: self.credentials.start_session(user, domain))
-        cookie = self.credentials.start_session(user, self.public.domain)
-        return Reply.redirect(303, self.public.relay_origin + "/", [cookie])
+        session = self.credentials.start_session(user, self.public.domain)
+        return session.on(Reply.redirect(303, self.public.relay_origin + "/"))
 
     def _logout(self, head: RequestHead, location: str) -> Reply:
-        return Reply.redirect(303, location, [self.credentials.end_session(head.headers)])
+        return self.credentials.end_session(head.headers).on(Reply.redirect(303, location))
 
     # -- relay paths on a tunnel host ----------------------------------------------------------
 
@@ -207,12 +209,10 @@ class Portal:
                     "this sign-in link has expired or was already used; open the tunnel URL again",
                     html=html,
                 )
-            cookie = self.credentials.start_session(user, head.host)
-            return Reply.redirect(
-                302,
-                auth.safe_local_path(params.get("next", "/")),
-                [cookie, self.credentials.clear_state(), ("Referrer-Policy", "no-referrer")],
-            )
+            reply = Reply.redirect(302, auth.safe_local_path(params.get("next", "/")))
+            self.credentials.start_session(user, head.host).on(reply)  # the session cookie first
+            reply.headers += [self.credentials.clear_state(), ("Referrer-Policy", "no-referrer")]
+            return reply
         if head.path == LOGOUT_PATH and head.method == "POST":
             tunnel_origin = self.public.origin(head.host)
             if not auth.origin_ok(
@@ -242,8 +242,5 @@ class Portal:
             )
         query = without_param(head.query, TOKEN_QUERY)
         location = self.public.origin(head.host) + head.path + (f"?{query}" if query else "")
-        return Reply.redirect(
-            303,
-            location,
-            [self.credentials.start_session(user, head.host), ("Referrer-Policy", "no-referrer")],
-        )
+        reply = Reply.redirect(303, location, [("Referrer-Policy", "no-referrer")])
+        return self.credentials.start_session(user, head.host).on(reply)

@@ -4,11 +4,16 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .. import pages
 from ..errors import RelayError, ServiceUnavailable, TooManyRequests
 from ..http1 import Headers, ResponseHead, serialise_response
+
+if TYPE_CHECKING:
+    from ..store import Store
 
 _REASONS = {
     200: "OK", 302: "Found", 303: "See Other", 308: "Permanent Redirect", 400: "Bad Request",
@@ -33,6 +38,9 @@ class Reply:
     status: int
     headers: Headers = field(default_factory=list)
     body: bytes = b""
+    #: Store writes this reply depends on (a new session): done, off the event loop, before it is
+    #: sent; if one fails the visitor gets 503 instead.
+    writes: list[Callable[[Store], object]] = field(default_factory=list)
 
     @classmethod
     def html(cls, status: int, body: bytes, headers: Headers | None = None) -> Reply:

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 from ..admission import Gate, Refusal
 from ..auth import FailureLimiter
@@ -17,6 +18,7 @@ from ..logfmt import emit
 from ..rewrite import IPNetwork, is_trusted
 from ..sso import SsoCodes
 from ..store import Store
+from ..storewriter import StoreWriter
 from ..tunnels import Registry
 from .credentials import Credentials
 from .forward import Forwarder
@@ -40,6 +42,7 @@ class Proxy:
         limiter: FailureLimiter,
         trust_proxy: tuple[IPNetwork, ...],
         limits: Limits | None = None,
+        writer: StoreWriter | None = None,
     ) -> None:
         self.limits = limits = limits or Limits()
         self.gate = Gate(
@@ -72,9 +75,27 @@ class Proxy:
             limits.http_max_connections_per_address,
             limits.http_max_connections_per_network,
         )
-        self.front = Front(limits, router, self.portal, forwarder, trust_proxy, forwarded)
+        self.front = Front(
+            limits, router, self.portal, forwarder, trust_proxy, forwarded, self._committer(store, writer)
+        )
         self._visitors: set[Visitor] = set()
         self.draining = False
+
+    @staticmethod
+    def _committer(
+        store: Store, writer: StoreWriter | None
+    ) -> Callable[[list[Callable[[Store], object]]], Awaitable[None]]:
+        """How a reply's store writes run: in the writer thread (the relay), or inline on ``store``
+        when no writer is given (a Proxy built for a test)."""
+
+        async def commit(writes: list[Callable[[Store], object]]) -> None:
+            if writer is None:
+                for write in writes:
+                    write(store)
+                return
+            await writer.run(lambda own: [write(own) for write in writes])
+
+        return commit
 
     async def serve(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, scheme: str = "http"

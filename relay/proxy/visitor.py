@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +22,7 @@ from ..limits import BUSY_RETRY_AFTER, Limits
 from ..logfmt import emit, escape
 from ..pump import Truncated
 from ..rewrite import IPNetwork, client_address
-from ..store import STORE_ERRORS
+from ..store import STORE_ERRORS, Store
 from ..tunnels import Stream, Tunnel
 from .forward import Abort, Forwarder, Outcome, UpstreamFailed
 from .portal import Portal
@@ -30,6 +31,11 @@ from .route import Answer, Forward, Router
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("relay.access")
+
+
+async def _no_writes(writes: list[Callable[[Store], object]]) -> None:
+    if writes:
+        raise RuntimeError("this front has no store writer")
 
 
 class _BareLF(Exception):
@@ -50,6 +56,8 @@ class Front:
     #: Requests in flight per forwarded client address (behind --trust-proxy every connection comes
     #: from the proxy, so the per-address connection caps count the visitor here instead).
     forwarded: Gate = field(default_factory=lambda: Gate(2**31, 2**31))
+    #: Runs a reply's store writes (off the event loop, in the relay; inline in unit tests).
+    commit: Callable[[list[Callable[[Store], object]]], Awaitable[None]] = field(default=_no_writes)
 
 
 class Visitor:
@@ -296,6 +304,8 @@ class Visitor:
     async def _answer(self, head: RequestHead, reply: Reply, *, close: bool = False) -> Outcome:
         # A request body the relay did not read would desynchronise the connection: close it.
         keep = not close and head.keep_alive and head.framing is Framing.NONE and not self.draining
+        if reply.writes:  # a session to record first; a store error becomes the 503 of the edge
+            await self.front.commit(reply.writes)
         await self._send(reply, keep=keep, head_only=head.method == "HEAD")
         return Outcome(reply.status, len(reply.body), keep)
 

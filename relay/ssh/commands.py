@@ -11,6 +11,7 @@ from .. import domain_claims
 from ..dnscheck import DnsChecker
 from ..errors import RelayError
 from ..store import STORE_ERRORS, Store
+from ..storewriter import StoreWriter
 
 EXEC_DOMAIN = "domain"
 
@@ -25,7 +26,14 @@ class Outcome:
 
 
 async def run_domain_command(
-    argv: list[str], *, user: str, store: Store, checker: DnsChecker, relay_domain: str, ssh_hint: str
+    argv: list[str],
+    *,
+    user: str,
+    store: Store,
+    writer: StoreWriter,
+    checker: DnsChecker,
+    relay_domain: str,
+    ssh_hint: str,
 ) -> Outcome:
     """``argv`` is what follows ``domain``. ``ssh_hint`` is how this user reaches the relay over SSH
     (``ssh -p 2222 USER@HOST``), for the next step printed after ``add``."""
@@ -45,15 +53,19 @@ async def run_domain_command(
             text = "".join(f"{c.domain}\t{'verified' if c.verified else 'pending'}\n" for c in claims)
             return _done(as_json, {"domains": docs}, text or "no domains\n")
         if verb == "remove":
-            domain_claims.remove(store, args[1], user)
+            await writer.run(lambda own: domain_claims.remove(own, args[1], user))
             return _done(as_json, {"removed": args[1].lower()}, f"removed {args[1].lower()}\n")
         if verb == "add":
-            claim = domain_claims.add(store, args[1], user, relay_domain=relay_domain)
+            claim = await writer.run(
+                lambda own: domain_claims.add(own, args[1], user, relay_domain=relay_domain)
+            )
             lines = domain_claims.claim_lines(
                 claim, relay_domain=relay_domain, how_to_verify=f"{ssh_hint} -- domain verify {claim.domain}"
             )
         else:
-            claim = await domain_claims.verify(store, checker, args[1], user, relay_domain=relay_domain)
+            claim = await domain_claims.verify(
+                store, checker, args[1], user, relay_domain=relay_domain, write=writer.run
+            )
             lines = [f"{claim.domain} is verified; bind it with: ssh -R {claim.domain}:80:localhost:PORT ..."]
         doc = domain_claims.claim_doc(claim, relay_domain=relay_domain)
         return _done(as_json, doc, "\n".join(lines) + "\n")

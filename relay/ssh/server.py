@@ -8,7 +8,7 @@ subsystems, agent and X11 forwarding, real port binds) is refused.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import asyncssh
@@ -17,12 +17,13 @@ from ..admission import Gate
 from ..auth import FailureLimiter
 from ..config import PublicUrl
 from ..dnscheck import DnsChecker
-from ..errors import RelayError, StoreError
+from ..errors import RelayError
 from ..limits import Limits
 from ..logfmt import emit
 from ..names import claim_refusal, domain_bind_refusal, resolve_bind
 from ..protocol import SSH_ENCRYPTION_ALGS, TUNNEL_PORTS
-from ..store import Store, User
+from ..store import STORE_ERRORS, Store, User
+from ..storewriter import StoreWriter
 from ..tunnels import Registry, Tunnel, UserStreams
 from .channels import channel_opener
 from .connections import SshConnections
@@ -43,6 +44,7 @@ class SshContext:
     limiter: FailureLimiter
     connections: SshConnections
     dns: DnsChecker
+    writer: StoreWriter
     limits: Limits = field(default_factory=Limits)
     ssh_port: int = 22  # for the commands printed to users; set once the server listens
     #: SSH connections that have not logged in yet (OpenSSH's MaxStartups), in total and per address.
@@ -224,35 +226,69 @@ class RelaySSHServer(asyncssh.SSHServer):
 
     # -- forwards ------------------------------------------------------------------------------
 
-    def server_requested(self, listen_host: str, listen_port: int) -> asyncssh.SSHListener | bool:
+    def server_requested(
+        self, listen_host: str, listen_port: int
+    ) -> asyncssh.SSHListener | bool | Awaitable[asyncssh.SSHListener | bool]:
+        """A ``-R``: registered at once, or (the first claim of a name, a store write) after the
+        write, awaited off the event loop; asyncssh accepts either."""
         if self.user is None or self.conn is None:
             return False
+        user, conn = self.user, self.conn
         try:
             cap = self.ctx.limits.ssh_max_forwards_per_connection
             if len(self.tunnels) >= cap:
                 raise RelayError(f"this connection already holds {cap} tunnels, the relay's limit")
-            return self._register(self.user, self.conn, listen_host, listen_port)
+            host, new_name = self._bind_target(user, listen_host, listen_port)
+            if new_name is not None:
+                return self._claim_then_register(user, conn, new_name, host, listen_host, listen_port)
+            return self._register(user, conn, host, listen_host, listen_port)
         except RelayError as exc:
-            # The bind address and the reason quote the client's text: both are cut short.
-            why = excerpt(str(exc), 4 * EXCERPT_CHARS)
-            self.notify(f"refused -R {excerpt(listen_host) or '(default)'}:{listen_port}: {why}")
-            suppressed = self.log_budget.allow()
-            if suppressed is not None:
-                emit(
-                    log,
-                    logging.INFO,
-                    "ssh.forward_refused",
-                    peer=self.peer,
-                    user=self.user.name,
-                    bind=f"{excerpt(listen_host)}:{listen_port}",
-                    why=why,
-                    suppressed=suppressed or None,
-                )
-            return False
+            return self._refuse_forward(listen_host, listen_port, exc)
 
-    def _register(
-        self, user: User, conn: asyncssh.SSHServerConnection, listen_host: str, listen_port: int
-    ) -> asyncssh.SSHListener:
+    async def _claim_then_register(
+        self,
+        user: User,
+        conn: asyncssh.SSHServerConnection,
+        name: str,
+        host: str,
+        listen_host: str,
+        listen_port: int,
+    ) -> asyncssh.SSHListener | bool:
+        try:
+            try:
+                claimed = await self.ctx.writer.run(lambda store: store.claim_name(name, user.id))
+            except STORE_ERRORS as exc:
+                raise RelayError(f"the relay cannot record the name right now: {exc}") from exc
+            if not claimed:
+                raise RelayError(f"name {name!r} was just claimed by another user")
+            if self.user is None:  # the connection went while the name was being recorded
+                return False
+            return self._register(user, conn, host, listen_host, listen_port)
+        except RelayError as exc:
+            return self._refuse_forward(listen_host, listen_port, exc)
+
+    def _refuse_forward(self, listen_host: str, listen_port: int, exc: RelayError) -> bool:
+        assert self.user is not None
+        # The bind address and the reason quote the client's text: both are cut short.
+        why = excerpt(str(exc), 4 * EXCERPT_CHARS)
+        self.notify(f"refused -R {excerpt(listen_host) or '(default)'}:{listen_port}: {why}")
+        suppressed = self.log_budget.allow()
+        if suppressed is not None:
+            emit(
+                log,
+                logging.INFO,
+                "ssh.forward_refused",
+                peer=self.peer,
+                user=self.user.name,
+                bind=f"{excerpt(listen_host)}:{listen_port}",
+                why=why,
+                suppressed=suppressed or None,
+            )
+        return False
+
+    def _bind_target(self, user: User, listen_host: str, listen_port: int) -> tuple[str, str | None]:
+        """The public host a ``-R`` asks for, after the ownership checks (reads only), and the name
+        to claim first if nobody owns it yet; RelayError says why it is refused."""
         if listen_port not in TUNNEL_PORTS:
             raise RelayError(
                 f"only port 80 or 443 makes an HTTP tunnel (got {listen_port}); "
@@ -266,11 +302,23 @@ class RelaySSHServer(asyncssh.SSHServer):
             )
             if refusal is not None:
                 raise RelayError(refusal)
-        else:
-            self._claim_name(user, target.name)
+            return target.host, None
+        owner = store.name_owner(target.name)
+        refusal = claim_refusal(target.name, claimant_id=user.id, owner_id=owner)
+        if refusal is not None:
+            raise RelayError(refusal)
+        return target.host, (target.name if owner is None else None)
 
+    def _register(
+        self,
+        user: User,
+        conn: asyncssh.SSHServerConnection,
+        host: str,
+        listen_host: str,
+        listen_port: int,
+    ) -> asyncssh.SSHListener:
         tunnel = Tunnel(
-            host=target.host,
+            host=host,
             user_id=user.id,
             user_name=user.name,
             client=self.peer,
@@ -284,11 +332,11 @@ class RelaySSHServer(asyncssh.SSHServer):
                 if displaced in other.tunnels and other is not self:
                     other.tunnels.remove(displaced)
                     # Its connection stays open (it may serve other names) until it drops or leaves.
-                    other.notify(f"{target.host} was taken over by a new connection from {self.peer}")
+                    other.notify(f"{host} was taken over by a new connection from {self.peer}")
         if displaced in self.tunnels:
             self.tunnels.remove(displaced)
         self.tunnels.append(tunnel)
-        url = self.ctx.public.tunnel_url(target.host)
+        url = self.ctx.public.tunnel_url(host)
         emit(
             log,
             logging.INFO,
@@ -305,18 +353,6 @@ class RelaySSHServer(asyncssh.SSHServer):
             self.ctx.registry.remove(tunnel)
 
         return TunnelListener(close, listen_port)
-
-    def _claim_name(self, user: User, name: str) -> None:
-        store = self.ctx.store
-        refusal = claim_refusal(name, claimant_id=user.id, owner_id=store.name_owner(name))
-        if refusal is not None:
-            raise RelayError(refusal)
-        try:
-            claimed = store.claim_name(name, user.id)
-        except StoreError as exc:
-            raise RelayError(f"the relay cannot record the name right now: {exc}") from exc
-        if not claimed:
-            raise RelayError(f"name {name!r} was just claimed by another user")
 
     # -- sessions ------------------------------------------------------------------------------
 

@@ -119,6 +119,7 @@ class RelaySession(asyncssh.SSHServerSession[str]):
             argv,
             user=user,
             store=ctx.store,
+            writer=ctx.writer,
             checker=ctx.dns,
             relay_domain=ctx.public.domain,
             ssh_hint=f"ssh {port}{user}@{ctx.public.domain}",
