@@ -236,6 +236,96 @@ async def attack_names(soak: Soak, mallory_token: str, victims: list[int]) -> li
     return list(await asyncio.gather(*(one(i) for i in victims)))
 
 
+#: Heads the relay must refuse; the attacker sends them beside the normal load.
+CRAFTED = [
+    b"GET / HTTP/1.1\nHost: soak0.localhost\n\n",  # bare LF: 400 at once
+    b"GET http://[::1/x HTTP/1.1\r\nHost: [::1]\r\n\r\n",
+    b"POST /x HTTP/1.1\r\nHost: soak0.localhost\r\nTransfer-Encoding: chunked\xa0\r\n\r\n",
+    b"GET /caf\xc3\xa9 HTTP/1.1\r\nHost: soak0.localhost\r\n\r\n",
+]
+
+
+async def attacker(soak: Soak, running: asyncio.Event, mallory_token: str) -> Counter[str]:
+    """Beside the load: idle sockets from twenty addresses of one /24 (slowloris), crafted heads, a
+    sign-in storm by mallory, and mallory's SSH connection asking for other users' names."""
+    seen: Counter[str] = Counter()
+    held: list[asyncio.StreamWriter] = []
+    ssh: asyncssh.SSHClientConnection | None = None
+    login = f"token={mallory_token}".encode()
+    try:
+        while running.is_set():
+            held = [w for w in held if not w.is_closing()]
+            for n in range(2, 22):  # keep 3 idle sockets per address (the relay cuts them in time)
+                if len(held) >= 60:
+                    break
+                with contextlib.suppress(OSError):
+                    _, writer = await asyncio.open_connection(
+                        "127.0.0.1", soak.http_port, local_addr=(f"127.0.99.{n}", 0)
+                    )
+                    held.append(writer)
+            for data in [
+                *CRAFTED,
+                b"POST /_relay/login HTTP/1.1\r\nHost: localhost\r\n"
+                b"Content-Type: application/x-www-form-urlencoded\r\n"
+                b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(login), login),
+            ]:
+                seen[await _exchange(soak, data)] += 1
+            ssh = await _refuse_forwards(soak, ssh, mallory_token, seen)
+            await asyncio.sleep(0.3)
+    finally:
+        for writer in held:
+            writer.close()
+        if ssh is not None:
+            ssh.close()
+    return seen
+
+
+async def _exchange(soak: Soak, data: bytes) -> str:
+    try:
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", soak.http_port, local_addr=("127.0.98.2", 0)
+        )
+    except OSError:
+        return "connect failed"
+    try:
+        writer.write(data)
+        line = await asyncio.wait_for(reader.readline(), 10)
+        return line.split(b" ")[1].decode() if line.startswith(b"HTTP/1.1 ") else "closed"
+    except (OSError, asyncio.TimeoutError, TimeoutError):
+        return "closed"
+    finally:
+        writer.close()
+
+
+async def _refuse_forwards(
+    soak: Soak, ssh: asyncssh.SSHClientConnection | None, token: str, seen: Counter[str]
+) -> asyncssh.SSHClientConnection | None:
+    """Mallory asks for names other users own, on one connection (reconnected after a restart)."""
+    try:
+        if ssh is None or ssh.is_closed():
+            ssh = await asyncssh.connect(
+                "127.0.0.1",
+                soak.ssh_port,
+                username="mallory",
+                password=token,
+                known_hosts=None,
+                client_keys=None,
+                agent_path=None,
+                preferred_auth="password",
+                connect_timeout=10,
+            )
+        for name in random.sample(soak.names, 5):
+            try:
+                await ssh.forward_remote_port(name, 80, "127.0.0.1", 9)
+                seen["forward taken"] += 1
+            except asyncssh.ChannelListenError:
+                seen["forward refused"] += 1
+    except (OSError, asyncssh.Error):
+        seen["ssh failed"] += 1
+        return None
+    return ssh
+
+
 async def test_soak(tmp_path: Path) -> None:
     workdir = tmp_path
     workdir.chmod(0o700)
@@ -258,11 +348,14 @@ async def test_soak(tmp_path: Path) -> None:
     clients = [asyncio.ensure_future(keep_connected(soak, i)) for i in range(TUNNELS)]
     running = asyncio.Event()
     load: list[asyncio.Task[None]] = []
+    attack: asyncio.Future[Counter[str]] = asyncio.get_running_loop().create_future()
+    attack.set_result(Counter())
     report: dict[str, object] = {}
     try:
         report["first all up s"] = round(await all_up(soak), 2)
         running.set()
         load = [asyncio.ensure_future(visitor(soak, running)) for _ in range(WORKERS)]
+        attack = asyncio.ensure_future(attacker(soak, running, mallory_token))
         phase = SOAK_SECONDS / 10
 
         await asyncio.sleep(phase)
@@ -286,10 +379,12 @@ async def test_soak(tmp_path: Path) -> None:
         await asyncio.sleep(phase)
         running.clear()
         await asyncio.gather(*load)
+        attacked = await attack
         await asyncio.sleep(1)
         baseline = relay_rss_kib(relay)
         running.set()
         load = [asyncio.ensure_future(visitor(soak, running)) for _ in range(WORKERS)]
+        attack = asyncio.ensure_future(attacker(soak, running, mallory_token))
         requests_before = sum(soak.outcomes.values())
 
         remaining = SOAK_SECONDS - 3 * phase
@@ -301,6 +396,7 @@ async def test_soak(tmp_path: Path) -> None:
 
         running.clear()
         await asyncio.gather(*load)
+        attacked += await attack
         report["back at the end s"] = round(await all_up(soak), 2)
         await asyncio.sleep(1)
         after = relay_rss_kib(relay)
@@ -317,11 +413,24 @@ async def test_soak(tmp_path: Path) -> None:
                 "latency p99 ms": round(lat[int(len(lat) * 0.99)] * 1000, 1),
                 "rss baseline MiB": round(baseline / 1024, 1),
                 "rss after MiB": round(after / 1024, 1),
+                "attacker": dict(attacked),
             }
         )
         print("\nsoak:", json.dumps(report, indent=1))
 
         assert soak.crossed == []
+        # The attacker was contained: crafted heads refused, sign-ins bounded, no name taken.
+        assert attacked["forward taken"] == 0 and attacked["forward refused"] > 0
+        assert set(attacked) <= {
+            "400",
+            "303",
+            "closed",
+            "connect failed",
+            "forward refused",
+            "ssh failed",
+            "429",
+        }
+        assert attacked["400"] >= len(CRAFTED)
         # Every name still belongs to its user; mallory holds none.
         store = relay.store()
         try:
@@ -348,7 +457,7 @@ async def test_soak(tmp_path: Path) -> None:
         for proc in soak.procs.values():
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
-        await asyncio.gather(*clients, *load, return_exceptions=True)
+        await asyncio.gather(*clients, *load, attack, return_exceptions=True)
         await runner.cleanup()
         relay.stop()
 
