@@ -84,12 +84,14 @@ class Forwarder:
             raise BadGateway("the tunnel's client did not open a channel in time") from None
 
     async def _exchange(self, visitor: Visitor, head: RequestHead, tunnel: Tunnel, stream: Stream) -> Outcome:
-        request = serialise_request(
-            head,
-            upstream_headers(
-                head.headers, peer_ip=visitor.peer_ip, scheme=visitor.scheme, trusted=self.trust_proxy
-            ),
+        headers = upstream_headers(
+            head.headers, peer_ip=visitor.peer_ip, scheme=visitor.scheme, trusted=self.trust_proxy
         )
+        if head.version < (1, 1) and head.keep_alive:
+            # HTTP/1.0 is persistent only when asked; Connection itself is hop-by-hop, so the
+            # relay asks again for its own hop, and the channel and the visitor stay open.
+            headers.append(("Connection", "keep-alive"))
+        request = serialise_request(head, headers)
         try:
             stream.writer.write(request)
         except TunnelLost:  # the link dropped between the channel's last use and now

@@ -106,6 +106,7 @@ class RelaySSHServer(asyncssh.SSHServer):
         self.open_sessions = 0  # session channels open now, started or not (capped)
         self.address = "unknown"  # the client's IP: the unit of admission and failure limits
         self._pending_auth = False  # holds a place in ctx.unauthenticated
+        self.lost = False
         self._key_refused = False
 
     # -- connection --------------------------------------------------------------------------
@@ -133,6 +134,7 @@ class RelaySSHServer(asyncssh.SSHServer):
         tune_connection(conn)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True  # a -R still waiting for its name's write must not register after this
         if self._pending_auth:
             self._pending_auth = False
             self.ctx.unauthenticated.leave(self.address)
@@ -261,7 +263,7 @@ class RelaySSHServer(asyncssh.SSHServer):
                 raise RelayError(f"the relay cannot record the name right now: {exc}") from exc
             if not claimed:
                 raise RelayError(f"name {name!r} was just claimed by another user")
-            if self.user is None:  # the connection went while the name was being recorded
+            if self.lost:  # the connection went while the name was being recorded
                 return False
             return self._register(user, conn, host, listen_host, listen_port)
         except RelayError as exc:

@@ -338,3 +338,18 @@ async def test_a_101_to_a_request_without_upgrade_is_a_502_and_closes_the_channe
         await FORWARDER.forward(visitor, _request(), _tunnel(backend))
     assert info.value.status == 502 and sink.data == b""
     assert backend.channels[0][1].closed
+
+
+async def test_an_http10_keep_alive_visitor_is_kept_on_both_hops() -> None:
+    backend = Backend(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n\r\nok"
+    )
+    visitor, sink = _visitor()
+    head = parse_request_head(
+        b"GET /x HTTP/1.0\r\nHost: lab.localhost\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\n\r\n"
+    )
+    outcome = await FORWARDER.forward(visitor, head, _tunnel(backend))
+    sent = bytes(backend.channels[0][1].data)
+    assert b"\r\nConnection: keep-alive\r\n" in sent and b"X-Hop" not in sent
+    assert outcome.keep and b"\r\nConnection: keep-alive\r\n" in bytes(sink.data)
+    assert b"Keep-Alive: timeout" not in bytes(sink.data)  # the backend's hop-by-hop field stays there
