@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import logging
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -20,7 +21,7 @@ from typing import Annotated, Any, TypeVar
 import asyncssh
 import typer
 
-from . import __version__, domain_claims
+from . import __version__, domain_claims, sharing
 from .config import Config, PublicUrl, parse_networks
 from .datadir import default_data_dir, ensure_data_dir, is_serving
 from .dnscheck import DnsChecker, parse_dns_server
@@ -56,7 +57,13 @@ app.add_typer(user_app, name="user")
 app.add_typer(token_app, name="token")
 app.add_typer(key_app, name="key")
 app.add_typer(name_app, name="name")
+share_app = typer.Typer(
+    rich_markup_mode=None,
+    help="Shares: let another relay user visit a name or custom domain, as its owner does.",
+    no_args_is_help=True,
+)
 app.add_typer(domain_app, name="domain")
+app.add_typer(share_app, name="share")
 
 DataDir = Annotated[
     Path | None,
@@ -528,6 +535,73 @@ def domain_remove(
     with _store(data_dir) as store:
         domain_claims.remove(store, domain, user)
         _emit(as_json, {"removed": domain.lower()}, lambda: [f"removed {domain.lower()}"])
+
+
+# -- shares --------------------------------------------------------------------------------------
+
+
+@share_app.command("add")
+def share_add(
+    target: Annotated[
+        str, typer.Argument(metavar="NAME|DOMAIN", help="An owned tunnel name or a verified domain.")
+    ],
+    with_user: Annotated[str, typer.Option("--with", help="The relay user who may visit it.")],
+    expires: Annotated[
+        str | None,
+        typer.Option("--expires", help="How long it lasts, e.g. 30d or 12h (default: until revoked)."),
+    ] = None,
+    data_dir: DataDir = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Share NAME (or DOMAIN) with another user: they visit it with their own token or sign-in.
+    Prints the share's id (for `share revoke`)."""
+    with _store(data_dir) as store:
+        host, name = sharing.share_host(target, relay_domain=store.relay_domain())
+        owner = store.name_owner(name) if name is not None else store.verified_domain_owner(host)
+        other = store.get_user(with_user)
+        refusal = sharing.share_refusal(
+            caller_id=owner or 0, owner_id=owner, with_id=other.id, host=host, admin=True
+        )
+        if refusal is not None:
+            _fail(refusal)
+        assert owner is not None
+        ends = time.time() + sharing.parse_duration(expires) if expires else None
+        share = store.add_share(host, owner, other.id, expires_at=ends)
+        _emit(as_json, sharing.share_doc(share), lambda: [share.id])
+
+
+@share_app.command("list")
+def share_list(
+    target: Annotated[
+        str | None, typer.Argument(metavar="[NAME|DOMAIN]", help="Only this host's shares.")
+    ] = None,
+    data_dir: DataDir = None,
+    as_json: JsonOut = False,
+) -> None:
+    """List shares: id, host, kind, with whom, owner, expiry."""
+    with _store(data_dir) as store:
+        host = sharing.share_host(target, relay_domain=store.relay_domain())[0] if target else None
+        shares = store.list_shares(host=host)
+        _emit(
+            as_json,
+            {"shares": [sharing.share_doc(s) for s in shares]},
+            lambda: (
+                [
+                    f"{s.id}\t{s.host}\t{s.kind}\t{s.user}\towner {s.owner}\t"
+                    + ("expires " + _when(s.expires_at) if s.expires_at else "no expiry")
+                    for s in shares
+                ]
+                or ["no shares"]
+            ),
+        )
+
+
+@share_app.command("revoke")
+def share_revoke(share_id: str, data_dir: DataDir = None, as_json: JsonOut = False) -> None:
+    """Revoke a share; the user it named is refused at their next request."""
+    with _store(data_dir) as store:
+        share = store.revoke_share(share_id)
+        _emit(as_json, sharing.share_doc(share), lambda: [f"revoked {share.id} ({share.host}, {share.user})"])
 
 
 # -- tunnels -------------------------------------------------------------------------------------

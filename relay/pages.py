@@ -40,12 +40,20 @@ def login_page(*, next_url: str, error: str = "", relay_host: str, state: str = 
     )
 
 
-def home_page(*, user: str, tunnel_urls: list[str]) -> bytes:
+def home_page(*, user: str, tunnel_urls: list[str], shared: list[tuple[str, str]] | None = None) -> bytes:
+    """The signed-in home page: the user's live tunnels, and live tunnels others shared with them
+    (``shared``: (URL, owner))."""
     if tunnel_urls:
         items = "".join(f'<li><a href="{escape(u)}">{escape(u)}</a></li>' for u in tunnel_urls)
         listing = f"<p>Your live tunnels:</p><ul>{items}</ul>"
     else:
         listing = "<p>You have no live tunnels. Open one with <code>ssh -R NAME:80:localhost:PORT</code>.</p>"
+    if shared:
+        items = "".join(
+            f'<li><a href="{escape(u)}">{escape(u)}</a> <span class=muted>shared by {escape(o)}</span></li>'
+            for u, o in shared
+        )
+        listing += f"<p>Shared with you:</p><ul>{items}</ul>"
     return _page(
         "Relay",
         f"<h1>Signed in as {escape(user)}</h1>{listing}"

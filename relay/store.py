@@ -102,6 +102,21 @@ _MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX sessions_user ON sessions (user_id, created_at);
     CREATE INDEX sessions_token ON sessions (token_id)
     """,
+    # v5: shares. A share belongs to a host (an owned name's NAME.DOMAIN or a verified custom domain),
+    # not to a live tunnel, so it survives reconnects; it goes with the name, the domain or a user.
+    """
+    CREATE TABLE shares (
+        id TEXT PRIMARY KEY,
+        host TEXT NOT NULL,
+        owner_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        kind TEXT NOT NULL,
+        user_id INTEGER REFERENCES users(id) ON DELETE CASCADE,
+        created_at REAL NOT NULL,
+        expires_at REAL
+    );
+    CREATE UNIQUE INDEX shares_user ON shares (host, user_id) WHERE kind = 'user';
+    CREATE INDEX shares_with ON shares (user_id)
+    """,
 )
 
 
@@ -142,6 +157,17 @@ class KeyInfo:
     public_key: str
     comment: str
     created_at: float
+
+
+@dataclass(frozen=True)
+class ShareInfo:
+    id: str
+    host: str
+    owner: str
+    kind: str  # "user" (links and public come later)
+    user: str | None  # who it is shared with
+    created_at: float
+    expires_at: float | None
 
 
 @dataclass(frozen=True)
@@ -206,6 +232,8 @@ class Store:
         self._db = db
         self.path = path
         self._cache: dict[bytes, tuple[User, float | None]] = {}
+        #: host -> (user ids it is shared with, when the first of those shares expires)
+        self._shares: dict[str, tuple[frozenset[int], float | None]] = {}
         self._cache_version = -1
         self._version_read = False  # data_version was read in this pass of the event loop
 
@@ -221,6 +249,7 @@ class Store:
                 pass
             if version != self._cache_version:
                 self._cache.clear()
+                self._shares.clear()
                 self._cache_version = version
                 return None
         hit = self._cache.get(key)
@@ -295,6 +324,7 @@ class Store:
         except sqlite3.OperationalError as exc:
             raise StoreError(f"{self.path} is busy or unwritable: {exc}") from exc
         self._cache.clear()  # this connection's own writes do not move data_version
+        self._shares.clear()
         try:
             yield self._db
         except BaseException:
@@ -498,8 +528,11 @@ class Store:
         return [(r[0], r[1]) for r in self._db.execute(query + " ORDER BY n.name", params)]
 
     def release_name(self, name: str) -> None:
+        host = f"{name}.{self.relay_domain()}"
         with self._tx() as db:
             cur = db.execute("DELETE FROM names WHERE name = ?", (name,))
+            if cur.rowcount:
+                db.execute("DELETE FROM shares WHERE host = ?", (host,))  # they went with the name
         if cur.rowcount == 0:
             raise NotFound(f"name {name!r} is not owned")
 
@@ -587,9 +620,96 @@ class Store:
             params.append(self.get_user(user).id)
         with self._tx() as db:
             cur = db.execute(query, params)
+            # Shares of the domain go with its owner's claim (another user's pending claim owns none).
+            db.execute(
+                "DELETE FROM shares WHERE host = ? AND owner_id NOT IN "
+                "(SELECT user_id FROM domains WHERE domain = ? AND verified_at IS NOT NULL)",
+                (domain, domain),
+            )
         if cur.rowcount == 0:
             raise NotFound(f"no claim of domain {domain}" + (f" by {user}" if user else ""))
         return int(cur.rowcount)
+
+    # -- shares ------------------------------------------------------------------------------
+
+    def add_share(self, host: str, owner_id: int, user_id: int, *, expires_at: float | None) -> ShareInfo:
+        """Share ``host`` with ``user_id``; Conflict if it already is."""
+        share_id = "shr_" + secrets.token_hex(6)
+        try:
+            with self._tx() as db:
+                db.execute(
+                    "INSERT INTO shares (id, host, owner_id, kind, user_id, created_at, expires_at) "
+                    "VALUES (?, ?, ?, 'user', ?, ?, ?)",
+                    (share_id, host, owner_id, user_id, time.time(), expires_at),
+                )
+        except sqlite3.IntegrityError:
+            raise Conflict(f"{host} is already shared with that user; revoke it first to change it") from None
+        return self.get_share(share_id)
+
+    _SHARE_SELECT = (
+        "SELECT s.id, s.host, o.name, s.kind, u.name, s.created_at, s.expires_at FROM shares s "
+        "JOIN users o ON o.id = s.owner_id LEFT JOIN users u ON u.id = s.user_id"
+    )
+
+    def get_share(self, share_id: str) -> ShareInfo:
+        row = self._db.execute(f"{self._SHARE_SELECT} WHERE s.id = ?", (share_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no share {share_id!r}")
+        return ShareInfo(*row)
+
+    def list_shares(self, *, owner_id: int | None = None, host: str | None = None) -> list[ShareInfo]:
+        query, params = f"{self._SHARE_SELECT} WHERE 1 = 1", list[object]()
+        if owner_id is not None:
+            query += " AND s.owner_id = ?"
+            params.append(owner_id)
+        if host is not None:
+            query += " AND s.host = ?"
+            params.append(host)
+        rows = self._db.execute(query + " ORDER BY s.created_at", params).fetchall()
+        return [ShareInfo(*row) for row in rows]
+
+    def revoke_share(self, share_id: str, *, owner_id: int | None = None) -> ShareInfo:
+        """Delete a share (only one of ``owner_id``'s if given); NotFound otherwise."""
+        share = self.get_share(share_id)
+        with self._tx() as db:
+            query, params = "DELETE FROM shares WHERE id = ?", list[object]([share_id])
+            if owner_id is not None:
+                query += " AND owner_id = ?"
+                params.append(owner_id)
+            cur = db.execute(query, params)
+        if cur.rowcount == 0:
+            raise NotFound(f"no share {share_id!r} of yours")
+        return share
+
+    def shared_with(self, host: str, *, now: float | None = None) -> frozenset[int]:
+        """The users ``host`` is shared with now (per request; cached until the store changes or
+        the first of these shares expires)."""
+        now = time.time() if now is None else now
+        self._cached(b"", now)  # the data_version check, which drops this cache on any change
+        hit = self._shares.get(host)
+        if hit is not None and (hit[1] is None or now < hit[1]):
+            return hit[0]
+        rows = self._db.execute(
+            "SELECT user_id, expires_at FROM shares WHERE host = ? AND kind = 'user' "
+            "AND (expires_at IS NULL OR expires_at > ?)",
+            (host, now),
+        ).fetchall()
+        ends = [r[1] for r in rows if r[1] is not None]
+        users = frozenset(int(r[0]) for r in rows)
+        if len(self._shares) >= _CACHE_MAX:
+            self._shares.clear()
+        self._shares[host] = (users, min(ends) if ends else None)
+        return users
+
+    def hosts_shared_with(self, user_id: int, *, now: float | None = None) -> list[tuple[str, str]]:
+        """(host, owner name) of every live share with ``user_id``, for their home page."""
+        now = time.time() if now is None else now
+        rows = self._db.execute(
+            "SELECT s.host, o.name FROM shares s JOIN users o ON o.id = s.owner_id WHERE s.user_id = ? "
+            "AND s.kind = 'user' AND (s.expires_at IS NULL OR s.expires_at > ?) ORDER BY s.host",
+            (user_id, now),
+        ).fetchall()
+        return [(str(h), str(o)) for h, o in rows]
 
     # -- sessions ----------------------------------------------------------------------------
 

@@ -49,6 +49,16 @@ class Portal:
         url = f"{self.public.relay_origin}{LOGIN_PATH}?next={quote(next_url, safe='')}"
         return url + (f"&state={state}" if state else "")
 
+    def shared_with(self, host: str) -> frozenset[int]:
+        return self.store.shared_with(host)
+
+    def may_visit(self, user_id: int, host: str, owner_id: int | None = None) -> bool:
+        """The owner of ``host`` (looked up unless given) or a user it is shared with."""
+        owner = self.host_owner(host) if owner_id is None else owner_id
+        if owner is None:
+            return False
+        return user_id == owner or auth.may_visit(user_id, owner_id=owner, shared_with=self.shared_with(host))
+
     def host_owner(self, host: str) -> int | None:
         """Who owns a tunnel host: the live tunnel's user, else the name's or the domain's owner."""
         tunnel = self.registry.get(host)
@@ -106,7 +116,12 @@ class Portal:
             if user is None:
                 return Reply.html(200, pages.anonymous_home(relay_host=self.public.domain))
             urls = [self.public.tunnel_url(t.host) for t in self.registry.for_user(user.id)]
-            return Reply.html(200, pages.home_page(user=user.name, tunnel_urls=urls))
+            shared = [
+                (self.public.tunnel_url(host), owner)
+                for host, owner in self.store.hosts_shared_with(user.id)
+                if self.registry.get(host) is not None
+            ]
+            return Reply.html(200, pages.home_page(user=user.name, tunnel_urls=urls, shared=shared))
         if path == LOGIN_PATH and method in ("GET", "HEAD"):
             params = query_params(head.query)
             next_url, state = self._next(params.get("next", "")), valid_state(params.get("state", ""))
@@ -149,8 +164,7 @@ class Portal:
         a request that fails on the way leaves no session behind."""
         parts = urlsplit(next_url)
         host = (parts.hostname or "").lower()
-        owner = self.host_owner(host)
-        if owner is None or not auth.may_visit(user.id, owner_id=owner):
+        if not self.may_visit(user.id, host):
             error = f"You are signed in as {user.name}, who may not open {host}. Sign in as someone else:"
             page = pages.login_page(
                 next_url=next_url, error=error, relay_host=self.public.domain, state=state
@@ -231,7 +245,7 @@ class Portal:
         user = self.credentials.verify_token(token, client)
         if user is None:
             return Reply.error(401, "invalid relay token", html=html)
-        if not auth.may_visit(user.id, owner_id=owner_id):
+        if not self.may_visit(user.id, head.host, owner_id):
             message = f"user {user.name} may not open this tunnel"
             if not html:
                 return Reply.error(403, message, html=False)

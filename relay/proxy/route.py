@@ -95,6 +95,8 @@ class Router:
         except RelayError as exc:  # a wrong token, or too many of them
             return Answer(Reply.from_error(exc, html=html), note=str(exc))
         tunnel_origin = self.public.origin(host)
+        # Shares are read only for a visitor who is not the owner (the owner's requests cost nothing).
+        shared = self.portal.shared_with(host) if user_id not in (None, tunnel.user_id) else frozenset()
         verdict = auth.decide(
             auth.AccessRequest(
                 method=head.method,
@@ -105,6 +107,7 @@ class Router:
                 user_id=user_id,
             ),
             owner_id=tunnel.user_id,
+            shared_with=shared,
         )
         if verdict is not auth.Verdict.ALLOW:
             return Answer(self._refuse(verdict, head, tunnel_origin + head.target, html), note=verdict.value)

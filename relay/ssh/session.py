@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING
 import asyncssh
 
 from ..protocol import EXEC_TUNNELS
-from .commands import EXEC_DOMAIN, USAGE, run_domain_command
+from ..store import User
+from .commands import EXEC_DOMAIN, USAGE, Outcome, run_domain_command
+from .share_command import EXEC_SHARE, SHARE_USAGE, run_share_command
 
 if TYPE_CHECKING:
     from .server import RelaySSHServer
@@ -106,11 +108,22 @@ class RelaySession(asyncssh.SSHServerSession[str]):
         if argv and argv[0] == EXEC_DOMAIN and self.server.user is not None:
             self._task = asyncio.ensure_future(self._domain(argv[1:], self.server.user.name))
             return
+        if argv and argv[0] == EXEC_SHARE and self.server.user is not None:
+            self._task = asyncio.ensure_future(self._share(argv[1:], self.server.user))
+            return
         self.chan.write_stderr(
             f"relay: unknown command {command[:60]!r}; this relay runs no programs. "
-            f"Available: {EXEC_TUNNELS} [--json], {USAGE.removeprefix('usage: ')}\n"
+            f"Available: {EXEC_TUNNELS} [--json], {USAGE.removeprefix('usage: ')}, "
+            f"{SHARE_USAGE.removeprefix('usage: ')}\n"
         )
         self.chan.exit(2)
+
+    async def _share(self, argv: list[str], user: User) -> None:
+        ctx = self.server.ctx
+        outcome = await run_share_command(
+            argv, user=user, store=ctx.store, writer=ctx.writer, relay_domain=ctx.public.domain
+        )
+        self._finish(outcome)
 
     async def _domain(self, argv: list[str], user: str) -> None:
         ctx = self.server.ctx
@@ -124,6 +137,9 @@ class RelaySession(asyncssh.SSHServerSession[str]):
             relay_domain=ctx.public.domain,
             ssh_hint=f"ssh {port}{user}@{ctx.public.domain}",
         )
+        self._finish(outcome)
+
+    def _finish(self, outcome: Outcome) -> None:
         if self.chan is None or self.chan.is_closing():
             return
         if outcome.stdout:
