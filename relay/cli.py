@@ -596,6 +596,30 @@ def share_list(
         )
 
 
+@share_app.command("public")
+def share_public(
+    target: Annotated[
+        str, typer.Argument(metavar="NAME|DOMAIN", help="An owned tunnel name or a verified domain.")
+    ],
+    state: Annotated[
+        str, typer.Argument(metavar="on|off", help="on: anyone may open it, no credential needed.")
+    ],
+    data_dir: DataDir = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Make NAME (or DOMAIN) public (on) or private again (off), at the next request."""
+    if state not in ("on", "off"):
+        _fail(f"expected on or off, got {state!r}")
+    with _store(data_dir) as store:
+        host, owner = sharing.owned_host(target, store=store, relay_domain=store.relay_domain())
+        refusal = sharing.public_refusal(caller_id=owner or 0, owner_id=owner, host=host, admin=True)
+        if refusal is not None:
+            _fail(refusal)
+        assert owner is not None
+        store.set_public(host, owner, state == "on")
+        _emit(as_json, {"host": host, "public": state == "on"}, lambda: [f"{host} public {state}"])
+
+
 @share_app.command("revoke")
 def share_revoke(share_id: str, data_dir: DataDir = None, as_json: JsonOut = False) -> None:
     """Revoke a share; the user it named is refused at their next request."""
@@ -621,7 +645,7 @@ def tunnels(data_dir: DataDir = None, as_json: JsonOut = False) -> None:
                 (
                     [
                         f"{t.host}\t{t.user}\t{t.client}\t{_when(t.since)}\tin {t.bytes_in} B\t"
-                        f"out {t.bytes_out} B"
+                        f"out {t.bytes_out} B" + ("\tpublic" if t.public else "")
                         for t in live
                     ]
                     or ["no live tunnels"]

@@ -40,11 +40,22 @@ def login_page(*, next_url: str, error: str = "", relay_host: str, state: str = 
     )
 
 
-def home_page(*, user: str, tunnel_urls: list[str], shared: list[tuple[str, str]] | None = None) -> bytes:
+def home_page(
+    *,
+    user: str,
+    tunnel_urls: list[str],
+    shared: list[tuple[str, str]] | None = None,
+    public: frozenset[str] = frozenset(),
+) -> bytes:
     """The signed-in home page: the user's live tunnels, and live tunnels others shared with them
     (``shared``: (URL, owner))."""
     if tunnel_urls:
-        items = "".join(f'<li><a href="{escape(u)}">{escape(u)}</a></li>' for u in tunnel_urls)
+        items = "".join(
+            f'<li><a href="{escape(u)}">{escape(u)}</a>'
+            + (" <span class=muted>public: no sign-in needed</span>" if u in public else "")
+            + "</li>"
+            for u in tunnel_urls
+        )
         listing = f"<p>Your live tunnels:</p><ul>{items}</ul>"
     else:
         listing = "<p>You have no live tunnels. Open one with <code>ssh -R NAME:80:localhost:PORT</code>.</p>"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from .domains import validate_domain
 from .errors import BadRequest
 from .names import HostKind, classify_host, validate_name
-from .store import ShareInfo
+from .store import ShareInfo, Store
 from .store import parse_duration as store_duration
 
 #: Longest a user share may be given (``--expires``); without it a share lasts until revoked.
@@ -36,6 +36,21 @@ def share_host(target: str, *, relay_domain: str) -> tuple[str, str | None]:
     elif kind is HostKind.CUSTOM:
         return validate_domain(value, relay_domain=relay_domain), None
     raise BadRequest(f"{target!r} is not a tunnel name or a custom domain")
+
+
+def owned_host(target: str, *, store: Store, relay_domain: str) -> tuple[str, int | None]:
+    """(public host, its owner's id or None) of a NAME|DOMAIN argument."""
+    host, name = share_host(target, relay_domain=relay_domain)
+    return host, store.name_owner(name) if name is not None else store.verified_domain_owner(host)
+
+
+def public_refusal(*, caller_id: int, owner_id: int | None, host: str, admin: bool = False) -> str | None:
+    """Why ``caller_id`` may not make ``host`` public (or private again), or None."""
+    if owner_id is None:
+        return f"{host} is not owned by anyone; open a tunnel on it first (or verify the domain)"
+    if owner_id != caller_id and not admin:
+        return f"{host} is not yours; only its owner can make it public"
+    return None
 
 
 def share_refusal(

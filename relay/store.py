@@ -117,6 +117,10 @@ _MIGRATIONS: tuple[str, ...] = (
     CREATE UNIQUE INDEX shares_user ON shares (host, user_id) WHERE kind = 'user';
     CREATE INDEX shares_with ON shares (user_id)
     """,
+    # v6: a host made public is one 'public' share row.
+    """
+    CREATE UNIQUE INDEX shares_public ON shares (host) WHERE kind = 'public'
+    """,
 )
 
 
@@ -192,6 +196,7 @@ class LiveTunnel:
     since: float
     bytes_in: int
     bytes_out: int
+    public: bool = False
 
 
 def _hash(secret: str) -> bytes:
@@ -232,8 +237,8 @@ class Store:
         self._db = db
         self.path = path
         self._cache: dict[bytes, tuple[User, float | None]] = {}
-        #: host -> (user ids it is shared with, when the first of those shares expires)
-        self._shares: dict[str, tuple[frozenset[int], float | None]] = {}
+        #: host -> (user ids it is shared with, public?, when the first of those shares expires)
+        self._shares: dict[str, tuple[frozenset[int], bool, float | None]] = {}
         self._cache_version = -1
         self._version_read = False  # data_version was read in this pass of the event loop
 
@@ -682,24 +687,46 @@ class Store:
         return share
 
     def shared_with(self, host: str, *, now: float | None = None) -> frozenset[int]:
-        """The users ``host`` is shared with now (per request; cached until the store changes or
-        the first of these shares expires)."""
+        """The users ``host`` is shared with now."""
+        return self.access(host, now=now)[0]
+
+    def is_public(self, host: str, *, now: float | None = None) -> bool:
+        return self.access(host, now=now)[1]
+
+    def access(self, host: str, *, now: float | None = None) -> tuple[frozenset[int], bool]:
+        """Who besides its owner may visit ``host``: the users it is shared with, and whether it is
+        public. Read per request (for visitors who are not the owner), so cached until the store
+        changes or the first of these shares expires."""
         now = time.time() if now is None else now
         self._cached(b"", now)  # the data_version check, which drops this cache on any change
         hit = self._shares.get(host)
-        if hit is not None and (hit[1] is None or now < hit[1]):
-            return hit[0]
+        if hit is not None and (hit[2] is None or now < hit[2]):
+            return hit[0], hit[1]
         rows = self._db.execute(
-            "SELECT user_id, expires_at FROM shares WHERE host = ? AND kind = 'user' "
+            "SELECT kind, user_id, expires_at FROM shares WHERE host = ? "
             "AND (expires_at IS NULL OR expires_at > ?)",
             (host, now),
         ).fetchall()
-        ends = [r[1] for r in rows if r[1] is not None]
-        users = frozenset(int(r[0]) for r in rows)
+        ends = [r[2] for r in rows if r[2] is not None]
+        users = frozenset(int(r[1]) for r in rows if r[0] == "user")
+        public = any(r[0] == "public" for r in rows)
         if len(self._shares) >= _CACHE_MAX:
             self._shares.clear()
-        self._shares[host] = (users, min(ends) if ends else None)
-        return users
+        self._shares[host] = (users, public, min(ends) if ends else None)
+        return users, public
+
+    def set_public(self, host: str, owner_id: int, on: bool) -> bool:
+        """Make ``host`` public (or not); returns whether anything changed."""
+        with self._tx() as db:
+            if on:
+                cur = db.execute(
+                    "INSERT OR IGNORE INTO shares (id, host, owner_id, kind, created_at) "
+                    "VALUES (?, ?, ?, 'public', ?)",
+                    ("shr_" + secrets.token_hex(6), host, owner_id, time.time()),
+                )
+            else:
+                cur = db.execute("DELETE FROM shares WHERE host = ? AND kind = 'public'", (host,))
+        return bool(cur.rowcount)
 
     def hosts_shared_with(self, user_id: int, *, now: float | None = None) -> list[tuple[str, str]]:
         """(host, owner name) of every live share with ``user_id``, for their home page."""
@@ -808,7 +835,8 @@ class Store:
 
     def list_live(self) -> list[LiveTunnel]:
         rows = self._db.execute(
-            "SELECT l.host, u.name, l.client, l.since, l.bytes_in, l.bytes_out "
+            "SELECT l.host, u.name, l.client, l.since, l.bytes_in, l.bytes_out, "
+            "EXISTS (SELECT 1 FROM shares s WHERE s.host = l.host AND s.kind = 'public') "
             "FROM live_tunnels l JOIN users u ON u.id = l.user_id ORDER BY l.host"
         )
         return [LiveTunnel(*r) for r in rows]

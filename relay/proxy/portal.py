@@ -52,6 +52,10 @@ class Portal:
     def shared_with(self, host: str) -> frozenset[int]:
         return self.store.shared_with(host)
 
+    def access(self, host: str) -> tuple[frozenset[int], bool]:
+        """(users ``host`` is shared with, whether it is public)."""
+        return self.store.access(host)
+
     def may_visit(self, user_id: int, host: str, owner_id: int | None = None) -> bool:
         """The owner of ``host`` (looked up unless given) or a user it is shared with."""
         owner = self.host_owner(host) if owner_id is None else owner_id
@@ -115,13 +119,16 @@ class Portal:
         if path == "/" and method in ("GET", "HEAD"):
             if user is None:
                 return Reply.html(200, pages.anonymous_home(relay_host=self.public.domain))
-            urls = [self.public.tunnel_url(t.host) for t in self.registry.for_user(user.id)]
+            mine = self.registry.for_user(user.id)
+            urls = [self.public.tunnel_url(t.host) for t in mine]
+            public = frozenset(self.public.tunnel_url(t.host) for t in mine if self.store.is_public(t.host))
             shared = [
                 (self.public.tunnel_url(host), owner)
                 for host, owner in self.store.hosts_shared_with(user.id)
                 if self.registry.get(host) is not None
             ]
-            return Reply.html(200, pages.home_page(user=user.name, tunnel_urls=urls, shared=shared))
+            page = pages.home_page(user=user.name, tunnel_urls=urls, shared=shared, public=public)
+            return Reply.html(200, page)
         if path == LOGIN_PATH and method in ("GET", "HEAD"):
             params = query_params(head.query)
             next_url, state = self._next(params.get("next", "")), valid_state(params.get("state", ""))

@@ -96,7 +96,7 @@ class Router:
             return Answer(Reply.from_error(exc, html=html), note=str(exc))
         tunnel_origin = self.public.origin(host)
         # Shares are read only for a visitor who is not the owner (the owner's requests cost nothing).
-        shared = self.portal.shared_with(host) if user_id not in (None, tunnel.user_id) else frozenset()
+        shared, public = self.portal.access(host) if user_id != tunnel.user_id else (frozenset(), False)
         verdict = auth.decide(
             auth.AccessRequest(
                 method=head.method,
@@ -108,6 +108,7 @@ class Router:
             ),
             owner_id=tunnel.user_id,
             shared_with=shared,
+            public=public,
         )
         if verdict is not auth.Verdict.ALLOW:
             return Answer(self._refuse(verdict, head, tunnel_origin + head.target, html), note=verdict.value)

@@ -370,7 +370,12 @@ class RelaySSHServer(asyncssh.SSHServer):
             "user": self.user.name,
             "notices": self.notices.lines(),  # e.g. why a -R on this connection was refused
             "tunnels": [
-                {**t.as_json(self.ctx.public.tunnel_url), "this_connection": t in self.tunnels} for t in mine
+                {
+                    **t.as_json(self.ctx.public.tunnel_url),
+                    "this_connection": t in self.tunnels,
+                    "public": self.ctx.store.is_public(t.host),
+                }
+                for t in mine
             ],
         }
 

@@ -8,14 +8,15 @@ import json
 import time
 
 from ..errors import NotFound, RelayError
-from ..sharing import parse_duration, share_doc, share_host, share_refusal
+from ..sharing import owned_host, parse_duration, public_refusal, share_doc, share_host, share_refusal
 from ..store import STORE_ERRORS, ShareInfo, Store, User
 from ..storewriter import StoreWriter
 from .commands import Outcome
 
 EXEC_SHARE = "share"
 SHARE_USAGE = (
-    "usage: share add NAME --with USER [--expires 30d] | share list [NAME] | share revoke ID  [--json]"
+    "usage: share add NAME --with USER [--expires 30d] | share list [NAME] | share revoke ID"
+    " | share public NAME on|off  [--json]"
 )
 
 
@@ -50,9 +51,21 @@ async def run_share_command(
 ) -> Outcome:
     as_json = "--json" in argv
     parsed = _options([a for a in argv if a != "--json"])
-    if parsed is None or not parsed[0] or parsed[0][0] not in ("add", "list", "revoke"):
+    if parsed is None or not parsed[0] or parsed[0][0] not in ("add", "list", "revoke", "public"):
         return Outcome(2, stderr=SHARE_USAGE + "\n")
     (verb, *rest), options = parsed
+    if verb == "public":
+        if options or len(rest) != 2 or rest[1] not in ("on", "off"):
+            return Outcome(2, stderr=SHARE_USAGE + "\n")
+        return await _public(
+            rest[0],
+            rest[1] == "on",
+            as_json,
+            user=user,
+            store=store,
+            writer=writer,
+            relay_domain=relay_domain,
+        )
     if (verb == "add" and (len(rest) != 1 or "with" not in options)) or (
         verb != "add" and (options or len(rest) != (1 if verb == "revoke" else len(rest[:1])))
     ):
@@ -77,8 +90,7 @@ async def run_share_command(
 async def _add(
     target: str, options: dict[str, str], *, user: User, store: Store, writer: StoreWriter, relay_domain: str
 ) -> ShareInfo:
-    host, name = share_host(target, relay_domain=relay_domain)
-    owner = store.name_owner(name) if name is not None else store.verified_domain_owner(host)
+    host, owner = owned_host(target, store=store, relay_domain=relay_domain)
     try:
         other = store.get_user(options["with"])
     except NotFound:
@@ -89,6 +101,24 @@ async def _add(
     expires = time.time() + parse_duration(options["expires"]) if "expires" in options else None
     assert owner is not None
     return await writer.run(lambda own: own.add_share(host, owner, other.id, expires_at=expires))
+
+
+async def _public(
+    target: str, on: bool, as_json: bool, *, user: User, store: Store, writer: StoreWriter, relay_domain: str
+) -> Outcome:
+    try:
+        host, owner = owned_host(target, store=store, relay_domain=relay_domain)
+        refusal = public_refusal(caller_id=user.id, owner_id=owner, host=host)
+        if refusal is not None:
+            raise RelayError(refusal)
+        assert owner is not None
+        await writer.run(lambda own: own.set_public(host, owner, on))
+    except RelayError as exc:
+        return Outcome(1, stderr=f"relay: {exc}\n")
+    except STORE_ERRORS as exc:
+        return Outcome(1, stderr=f"relay: the relay's store is unavailable ({exc}); try again shortly\n")
+    state = "public: anyone can open it, no credential needed" if on else "no longer public"
+    return _done(as_json, {"host": host, "public": on}, f"{host} is {state}\n")
 
 
 def _done(as_json: bool, doc: object, text: str) -> Outcome:

@@ -124,3 +124,42 @@ async def test_the_admin_cli_shares_for_any_owner(relay: RelayProcess, owned: Ow
     assert (await fetch(relay, owned.host, "/echo", headers={"X-Relay-Token": token})).status == 403
     missing = admin(relay, "revoke", share["id"])
     assert missing.returncode == 1 and "no share" in missing.stderr
+
+
+async def test_public_on_lets_anyone_in_and_off_restores_auth(relay: RelayProcess, owned: Owned) -> None:
+    assert (await fetch(relay, owned.host, "/echo")).status == 401
+    code, out, err = await ssh_exec(
+        relay, owned.name, ["share", "public", owned.name, "on", "--json"], token=owned.token
+    )
+    assert code == 0 and json.loads(out) == {"host": owned.host, "public": True}, err
+    # No credential needed; one that is sent but wrong is still refused, as anywhere.
+    wrong = await fetch(relay, owned.host, "/echo", headers={"X-Relay-Token": "rly_0000000000_nope"})
+    assert wrong.status == 401
+    plain = await fetch(relay, owned.host, "/echo?keep=1", headers={"Cookie": "relay_session=z; app=1"})
+    assert plain.status == 200 and plain.json()["cookies"] == {"app": "1"}  # the relay's cookie stripped
+    assert plain.json()["path"] == "/echo?keep=1"
+    code, out, _ = await ssh_exec(relay, owned.name, ["tunnels", "--json"], token=owned.token)
+    assert [t["public"] for t in json.loads(out)["tunnels"] if t["host"] == owned.host] == [True]
+    listed = subprocess.run(
+        [sys.executable, "-m", "relay", "tunnels", "--json", "--data-dir", str(relay.data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert [t["public"] for t in json.loads(listed.stdout)["tunnels"] if t["host"] == owned.host] == [True]
+    # Someone else cannot flip it; the owner turns it off and auth is back at the next request.
+    other = unique_name("oth")
+    other_token = relay.add_user(other)
+    code, _, err = await ssh_exec(relay, other, ["share", "public", owned.name, "off"], token=other_token)
+    assert code == 1 and "not yours" in err
+    code, _, _ = await ssh_exec(
+        relay, owned.name, ["share", "public", owned.name, "maybe"], token=owned.token
+    )
+    assert code == 2
+    code, _, _ = await ssh_exec(relay, owned.name, ["share", "public", owned.name, "off"], token=owned.token)
+    assert code == 0
+    assert (await fetch(relay, owned.host, "/echo")).status == 401
+    assert admin(relay, "public", owned.name, "on").returncode == 0  # the admin CLI does the same
+    assert (await fetch(relay, owned.host, "/echo")).status == 200
+    assert admin(relay, "public", owned.name, "off").returncode == 0
+    assert (await fetch(relay, owned.host, "/echo")).status == 401

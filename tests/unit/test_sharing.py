@@ -9,7 +9,7 @@ import pytest
 
 from relay.datadir import ensure_data_dir
 from relay.errors import BadRequest, Conflict, NotFound
-from relay.sharing import MAX_SHARE_SECONDS, parse_duration, share_host, share_refusal
+from relay.sharing import MAX_SHARE_SECONDS, parse_duration, public_refusal, share_host, share_refusal
 from relay.store import Store
 
 DOMAIN = "relay.example.com"
@@ -112,3 +112,22 @@ def test_shares_go_with_the_name_the_domain_and_the_users(store: Store) -> None:
     store.add_share("x.relay.example.com", alice.id, bob.id, expires_at=None)
     store.remove_user("bob")
     assert store.list_shares() == []
+
+
+@pytest.mark.parametrize(
+    ("caller", "owner", "admin", "refused"),
+    [(1, 1, False, None), (2, 1, False, "not yours"), (1, None, False, "not owned"), (9, 1, True, None)],
+)
+def test_public_refusal(caller: int, owner: int | None, admin: bool, refused: str | None) -> None:
+    why = public_refusal(caller_id=caller, owner_id=owner, host="lab.x", admin=admin)
+    assert (why is None) if refused is None else (why is not None and refused in why)
+
+
+def test_a_public_host_is_one_row_on_and_none_off(store: Store) -> None:
+    alice = store.add_user("alice")
+    host = "lab.relay.example.com"
+    assert store.access(host) == (frozenset(), False)
+    assert store.set_public(host, alice.id, True) and not store.set_public(host, alice.id, True)
+    assert store.is_public(host) and [s.kind for s in store.list_shares(host=host)] == ["public"]
+    assert store.set_public(host, alice.id, False) and not store.is_public(host)
+    assert not store.set_public(host, alice.id, False)
