@@ -587,7 +587,7 @@ def share_list(
             {"shares": [sharing.share_doc(s) for s in shares]},
             lambda: (
                 [
-                    f"{s.id}\t{s.host}\t{s.kind}\t{s.user}\towner {s.owner}\t"
+                    f"{s.id}\t{s.host}\t{s.kind}\t{s.user or 'anyone'}\towner {s.owner}\t"
                     + ("expires " + _when(s.expires_at) if s.expires_at else "no expiry")
                     for s in shares
                 ]
@@ -625,7 +625,11 @@ def share_revoke(share_id: str, data_dir: DataDir = None, as_json: JsonOut = Fal
     """Revoke a share; the user it named is refused at their next request."""
     with _store(data_dir) as store:
         share = store.revoke_share(share_id)
-        _emit(as_json, sharing.share_doc(share), lambda: [f"revoked {share.id} ({share.host}, {share.user})"])
+        _emit(
+            as_json,
+            sharing.share_doc(share),
+            lambda: [f"revoked {share.id} ({share.host}, {share.user or 'anyone'})"],
+        )
 
 
 # -- tunnels -------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ def _line(share: ShareInfo) -> str:
         if share.expires_at is None
         else time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(share.expires_at))
     )
-    return f"{share.id}\t{share.host}\t{share.kind}\t{share.user}\texpires {ends}\n"
+    return f"{share.id}\t{share.host}\t{share.kind}\t{share.user or 'anyone'}\texpires {ends}\n"
 
 
 def _options(args: list[str]) -> tuple[list[str], dict[str, str]] | None:
@@ -78,7 +78,9 @@ async def run_share_command(
             return _done(as_json, {"shares": [share_doc(s) for s in shares]}, text)
         if verb == "revoke":
             share = await writer.run(lambda own: own.revoke_share(rest[0], owner_id=user.id))
-            return _done(as_json, share_doc(share), f"revoked {share.id} ({share.host}, {share.user})\n")
+            return _done(
+                as_json, share_doc(share), f"revoked {share.id} ({share.host}, {share.user or 'anyone'})\n"
+            )
         share = await _add(rest[0], options, user=user, store=store, writer=writer, relay_domain=relay_domain)
         return _done(as_json, share_doc(share), f"{share.id}\n")
     except RelayError as exc:

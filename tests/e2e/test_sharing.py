@@ -163,3 +163,12 @@ async def test_public_on_lets_anyone_in_and_off_restores_auth(relay: RelayProces
     assert (await fetch(relay, owned.host, "/echo")).status == 200
     assert admin(relay, "public", owned.name, "off").returncode == 0
     assert (await fetch(relay, owned.host, "/echo")).status == 401
+
+
+def test_a_public_share_lists_as_open_to_anyone(relay: RelayProcess, owned: Owned) -> None:
+    assert admin(relay, "public", owned.name, "on").returncode == 0
+    try:
+        listed = admin(relay, "list", owned.name)
+        assert listed.returncode == 0 and f"{owned.host}\tpublic\tanyone\towner {owned.name}" in listed.stdout
+    finally:
+        assert admin(relay, "public", owned.name, "off").returncode == 0
