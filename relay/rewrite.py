@@ -32,7 +32,8 @@ _BEYOND_HOST = frozenset({"clear-site-data"})
 
 def _connection_scoped(tokens: set[str]) -> frozenset[str]:
     """The fields to remove before forwarding a message whose Connection lists ``tokens``."""
-    listed = tokens - _FRAMING
+    # The usual tokens (keep-alive, close, upgrade) add nothing: no new set per message then.
+    listed = tokens - _FRAMING - _HOP_BY_HOP
     return _HOP_BY_HOP | listed if listed else _HOP_BY_HOP
 
 

@@ -243,6 +243,19 @@ class Store:
         self._version_read = False  # data_version was read in this pass of the event loop
 
     def _cached(self, key: bytes, now: float) -> User | None:
+        if not self._fresh():
+            return None
+        hit = self._cache.get(key)
+        if hit is None:
+            return None
+        user, expires_at = hit
+        if expires_at is not None and now >= expires_at:
+            del self._cache[key]
+            return None
+        return user
+
+    def _fresh(self) -> bool:
+        """Drop the caches if the database changed since they were filled; False if it did."""
         if not self._version_read:
             # Read once per pass of the event loop, not per request: the requests of one pass are
             # served at the same moment, and the next pass sees any commit made meanwhile.
@@ -256,15 +269,8 @@ class Store:
                 self._cache.clear()
                 self._shares.clear()
                 self._cache_version = version
-                return None
-        hit = self._cache.get(key)
-        if hit is None:
-            return None
-        user, expires_at = hit
-        if expires_at is not None and now >= expires_at:
-            del self._cache[key]
-            return None
-        return user
+                return False
+        return True
 
     def _version_expired(self) -> None:
         self._version_read = False
@@ -698,7 +704,7 @@ class Store:
         public. Read per request (for visitors who are not the owner), so cached until the store
         changes or the first of these shares expires."""
         now = time.time() if now is None else now
-        self._cached(b"", now)  # the data_version check, which drops this cache on any change
+        self._fresh()
         hit = self._shares.get(host)
         if hit is not None and (hit[2] is None or now < hit[2]):
             return hit[0], hit[1]

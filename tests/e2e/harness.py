@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import parse_qs, quote, urlsplit
 
 from aiohttp import WSMsgType, web
 
@@ -491,6 +492,24 @@ async def raw_request(port: int, data: bytes, *, read_timeout: float = 10) -> by
         pass
     writer.close()
     return b"".join(chunks)
+
+
+async def sign_in(relay: RelayProcess, host: str, token: str) -> tuple[str, str, Reply]:
+    """A fresh browser opens ``host``, is sent to the login origin and signs in there with ``token``:
+    (its state cookie on ``host``, the hand-off code or "" if none was minted, the login's reply)."""
+    first = await fetch(relay, host, "/echo", headers={"Accept": "text/html"})
+    state_cookie = cookie_pair(first.set_cookies[0])
+    params = parse_qs(urlsplit(first.headers["Location"]).query)
+    posted = await fetch(
+        relay,
+        "localhost",
+        "/_relay/login",
+        method="POST",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        data=f"token={quote(token)}&next={quote(params['next'][0])}&state={params['state'][0]}".encode(),
+    )
+    code = parse_qs(urlsplit(posted.headers.get("Location", "")).query).get("code", [""])[0]
+    return state_cookie, code, posted
 
 
 def cookie_pair(set_cookie: str) -> str:

@@ -8,12 +8,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import urlsplit
 
 from .conftest import Owned, unique_name
-from .harness import RelayProcess, cookie_pair, fetch, ssh_exec
-
-HTML = {"Accept": "text/html"}
+from .harness import RelayProcess, cookie_pair, fetch, sign_in, ssh_exec
 
 
 def admin(relay: RelayProcess, *args: str) -> subprocess.CompletedProcess[str]:
@@ -42,19 +40,7 @@ async def test_alice_shares_with_bob_and_revokes(relay: RelayProcess, owned: Own
     assert as_carol.status == 403
 
     # Bob's own sign-in: the login origin hands him off to alice's host, and his home page lists it.
-    first = await fetch(relay, alice.host, "/echo", headers=HTML)
-    state_cookie, login = (
-        cookie_pair(first.set_cookies[0]),
-        parse_qs(urlsplit(first.headers["Location"]).query),
-    )
-    posted = await fetch(
-        relay,
-        "localhost",
-        "/_relay/login",
-        method="POST",
-        headers={"Content-Type": "application/x-www-form-urlencoded"},
-        data=f"token={quote(bob_token)}&next={quote(login['next'][0])}&state={login['state'][0]}".encode(),
-    )
+    state_cookie, _, posted = await sign_in(relay, alice.host, bob_token)
     assert posted.status == 302 and "/_relay/sso?code=" in posted.headers["Location"]
     relay_cookie = cookie_pair(posted.set_cookies[0])
     hand_off = urlsplit(posted.headers["Location"])

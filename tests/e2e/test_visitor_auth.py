@@ -12,7 +12,7 @@ import aiohttp
 from relay.datadir import DB_FILE
 
 from .conftest import Owned, unique_name
-from .harness import Backend, RelayProcess, Reply, cookie_pair, fetch, raw_request
+from .harness import Backend, RelayProcess, cookie_pair, fetch, raw_request, sign_in
 
 HTML = {"Accept": "text/html,application/xhtml+xml"}
 
@@ -325,7 +325,7 @@ async def test_crafted_targets_and_redirects_get_400_or_a_safe_answer_never_a_tr
         assert out.startswith(f"HTTP/1.1 {status} ".encode()), (target, out[:200])
     assert _sessions(relay) == before
     # A real hand-off code, redeemed with a non-ASCII next: the Location is percent-encoded.
-    state_cookie, code, _ = await _hand_off_for(relay, owned, owned.token)
+    state_cookie, code, _ = await sign_in(relay, owned.host, owned.token)
     sso = await fetch(
         relay,
         owned.host,
@@ -338,38 +338,18 @@ async def test_crafted_targets_and_redirects_get_400_or_a_safe_answer_never_a_tr
     assert sum(mark in line for line in text.splitlines()) <= len(cases)
 
 
-async def _hand_off_for(relay: RelayProcess, owned: Owned, token: str) -> tuple[str, str, Reply]:
-    """Start a sign-in on ``owned``'s host (a fresh browser), sign in with ``token``:
-    (the browser's state cookie, the code, the login's reply)."""
-    first = await fetch(relay, owned.host, "/echo", headers=HTML)
-    state_cookie = cookie_pair(first.set_cookies[0])
-    login = urlsplit(first.headers["Location"])
-    params = parse_qs(login.query)
-    posted = await fetch(
-        relay,
-        "localhost",
-        "/_relay/login",
-        method="POST",
-        headers={"Content-Type": "application/x-www-form-urlencoded"},
-        data=f"token={quote(token)}&next={quote(params['next'][0])}&state={params['state'][0]}".encode(),
-    )
-    location = posted.headers.get("Location", "")
-    code = parse_qs(urlsplit(location).query).get("code", [""])[0]
-    return state_cookie, code, posted
-
-
 async def test_a_hand_off_code_works_only_in_the_browser_that_started_it(
     relay: RelayProcess, owned: Owned
 ) -> None:
     """Login CSRF: an attacker's code pushed into a victim's browser must not sign the victim in."""
-    mine, code, _ = await _hand_off_for(relay, owned, owned.token)
-    theirs, _, _ = await _hand_off_for(relay, owned, owned.token)  # another browser, its own state
+    mine, code, _ = await sign_in(relay, owned.host, owned.token)
+    theirs, _, _ = await sign_in(relay, owned.host, owned.token)  # another browser, its own state
     assert mine != theirs
     for cookie in ({}, {"Cookie": theirs}):
         elsewhere = await fetch(relay, owned.host, f"/_relay/sso?code={code}&next=%2F", headers=cookie)
         assert elsewhere.status == 400 and not any("relay_session=" in c for c in elsewhere.set_cookies)
     # The code was spent by those tries; a fresh one redeems in its own browser.
-    mine, code, _ = await _hand_off_for(relay, owned, owned.token)
+    mine, code, _ = await sign_in(relay, owned.host, owned.token)
     ok = await fetch(relay, owned.host, f"/_relay/sso?code={code}&next=%2F", headers={"Cookie": mine})
     assert ok.status == 302 and any(c.startswith("relay_session=") for c in ok.set_cookies)
 
@@ -377,7 +357,7 @@ async def test_a_hand_off_code_works_only_in_the_browser_that_started_it(
 async def test_no_code_is_minted_for_a_host_the_user_may_not_visit(relay: RelayProcess, owned: Owned) -> None:
     stranger = unique_name("str")
     token = relay.add_user(stranger)
-    _, code, posted = await _hand_off_for(relay, owned, token)
+    _, code, posted = await sign_in(relay, owned.host, token)
     assert posted.status == 403 and code == ""
     assert f"signed in as {stranger}".encode() in posted.body and b"name=token" in posted.body
     assert not posted.set_cookies  # nothing made for a sign-in that goes nowhere
