@@ -37,11 +37,17 @@ class AccessRequest:
     accept: str  # the Accept header, "" if absent
     tunnel_origin: str  # "https://name.relay.example.com"
     user_id: int | None  # resolved from a valid credential, None if there was none (or it failed)
+    guest: bool = False  # presents a live share link's guest session of this host (guest_may_visit)
 
 
 def may_visit(user_id: int, *, owner_id: int, shared_with: frozenset[int] = frozenset()) -> bool:
     """A tunnel is open to its owner and the users it is shared with."""
     return user_id == owner_id or user_id in shared_with
+
+
+def guest_may_visit(*, guest_host: str | None, expires_at: float, host: str, now: float) -> bool:
+    """A share link's guest session opens the one host of its link, until the link ends."""
+    return guest_host is not None and guest_host == host and now < expires_at
 
 
 def wants_html(accept: str) -> bool:
@@ -70,7 +76,7 @@ def decide(
         method=req.method, is_upgrade=req.is_upgrade, origin=req.origin, tunnel_origin=req.tunnel_origin
     ):
         return Verdict.BAD_ORIGIN
-    if public:
+    if public or req.guest:
         return Verdict.ALLOW
     if req.user_id is None:
         return (

@@ -566,8 +566,39 @@ def share_add(
             _fail(refusal)
         assert owner is not None
         ends = time.time() + sharing.parse_duration(expires) if expires else None
-        share = store.add_share(host, owner, other.id, expires_at=ends)
+        most = Limits().share_max_users_per_host
+        share = store.add_share(host, owner, other.id, expires_at=ends, max_per_host=most)
         _emit(as_json, sharing.share_doc(share), lambda: [share.id])
+
+
+@share_app.command("link")
+def share_link(
+    target: Annotated[
+        str, typer.Argument(metavar="NAME|DOMAIN", help="An owned tunnel name or a verified domain.")
+    ],
+    expires: Annotated[
+        str | None,
+        typer.Option("--expires", help="How long it works, e.g. 1h or 7d (default 24h, at most 30d)."),
+    ] = None,
+    label: Annotated[
+        str | None, typer.Option("--label", help="A name for it in share list and the audit log.")
+    ] = None,
+    data_dir: DataDir = None,
+    as_json: JsonOut = False,
+) -> None:
+    """A share link for NAME (or DOMAIN): whoever opens it gets a guest session for that one host
+    until the link expires or is revoked. Prints the URL once; only its hash is kept."""
+    with _store(data_dir) as store:
+        host, owner = sharing.owned_host(target, store=store, relay_domain=store.relay_domain())
+        refusal = sharing.link_refusal(caller_id=owner or 0, owner_id=owner, host=host, admin=True)
+        if refusal is not None:
+            _fail(refusal)
+        assert owner is not None
+        ends, text = sharing.link_expiry(expires, now=time.time()), sharing.link_label(label)
+        code, most = sharing.new_link_code(), Limits().share_max_links_per_host
+        share = store.add_link(host, owner, code, label=text, expires_at=ends, max_per_host=most)
+        url = sharing.link_url(store.relay_origin(), code)
+        _emit(as_json, sharing.link_doc(share, url), lambda: [url])
 
 
 @share_app.command("list")
@@ -578,7 +609,8 @@ def share_list(
     data_dir: DataDir = None,
     as_json: JsonOut = False,
 ) -> None:
-    """List shares: id, host, kind, with whom, owner, expiry."""
+    """List shares: id, host, kind (user, link, public), who (a user, link:LABEL or anyone), owner,
+    expiry, uses so far."""
     with _store(data_dir) as store:
         host = sharing.share_host(target, relay_domain=store.relay_domain())[0] if target else None
         shares = store.list_shares(host=host)
@@ -587,8 +619,9 @@ def share_list(
             {"shares": [sharing.share_doc(s) for s in shares]},
             lambda: (
                 [
-                    f"{s.id}\t{s.host}\t{s.kind}\t{s.user or 'anyone'}\towner {s.owner}\t"
+                    f"{s.id}\t{s.host}\t{s.kind}\t{sharing.who(s)}\towner {s.owner}\t"
                     + ("expires " + _when(s.expires_at) if s.expires_at else "no expiry")
+                    + f"\tuses {s.uses}"
                     for s in shares
                 ]
                 or ["no shares"]
@@ -628,7 +661,7 @@ def share_revoke(share_id: str, data_dir: DataDir = None, as_json: JsonOut = Fal
         _emit(
             as_json,
             sharing.share_doc(share),
-            lambda: [f"revoked {share.id} ({share.host}, {share.user or 'anyone'})"],
+            lambda: [f"revoked {share.id} ({share.host}, {sharing.who(share)})"],
         )
 
 

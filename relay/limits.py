@@ -138,6 +138,24 @@ class Limits:
         "count",
         "hand-off codes one user has outstanding (each lives 60 s); past it a sign-in gets 429",
     )
+    # -- sharing -----------------------------------------------------------------------------------
+    share_max_users_per_host: int = _limit(
+        100, "count", "users one name or domain may be shared with; past it share add is refused"
+    )
+    share_max_links_per_host: int = _limit(
+        20, "count", "live share links of one name or domain; past it share link is refused"
+    )
+    share_max_guests_per_link: int = _limit(
+        50,
+        "count",
+        "browsers that may open one share link (guest sessions); past it the link is used up (410)",
+    )
+    share_recheck_interval: float = _limit(
+        5.0,
+        "s",
+        "how often open WebSockets are checked against their credential, share or link; one that "
+        "lost its access (revoked, expired, made private) is closed within this time",
+    )
     # -- lifecycle ---------------------------------------------------------------------------------
     shutdown_grace: float = _limit(30.0, "s", "SIGTERM waits this long for in-flight requests")
 

@@ -85,5 +85,14 @@ def forbidden_page(message: str, *, login_url: str) -> bytes:
     )
 
 
+def link_gone_page(message: str) -> bytes:
+    """A share link that cannot be opened (410): never the app, never a hint about the host."""
+    return _page(
+        "Link no longer valid · Relay",
+        f"<h1>This link is no longer valid</h1><p>{escape(message)}</p>"
+        "<p class=muted>Share links end when they expire or when their owner revokes them.</p>",
+    )
+
+
 def error_page(status: int, title: str, message: str) -> bytes:
     return _page(f"{status} {title}", f"<h1>{status} {escape(title)}</h1><p>{escape(message)}</p>")

@@ -32,7 +32,25 @@ STATE_COOKIE = "relay_state"
 STATE_COOKIE_SECURE = "__Host-relay_state"
 #: How long a started sign-in may take, seconds (typing a token included).
 STATE_TTL = 600
-RELAY_COOKIE_NAMES = frozenset({SESSION_COOKIE, SESSION_COOKIE_SECURE, STATE_COOKIE, STATE_COOKIE_SECURE})
+#: A share link's guest session on its tunnel host (never valid anywhere else).
+GUEST_COOKIE = "relay_guest"
+GUEST_COOKIE_SECURE = "__Host-relay_guest"
+#: On the relay host only, between opening a share link and its hand-off: the link's code, so that
+#: it never travels to the tunnel host (``__Secure-``: its path is the share path, not ``/``).
+LINK_COOKIE = "relay_link"
+LINK_COOKIE_SECURE = "__Secure-relay_link"
+RELAY_COOKIE_NAMES = frozenset(
+    {
+        SESSION_COOKIE,
+        SESSION_COOKIE_SECURE,
+        STATE_COOKIE,
+        STATE_COOKIE_SECURE,
+        GUEST_COOKIE,
+        GUEST_COOKIE_SECURE,
+        LINK_COOKIE,
+        LINK_COOKIE_SECURE,
+    }
+)
 
 #: Every path the relay answers itself lives under this prefix, on any host it serves.
 RELAY_PATH_PREFIX = "/_relay/"
@@ -40,6 +58,10 @@ LOGIN_PATH = "/_relay/login"
 LOGOUT_PATH = "/_relay/logout"
 SSO_PATH = "/_relay/sso"
 HEALTH_PATH = "/_relay/health"
+#: A share link is ``SHARE_PATH/CODE`` on the relay host; ``SHARE_PATH?host=&state=`` continues it.
+SHARE_PATH = "/_relay/share"
+#: On a tunnel host: where a share link's hand-off starts (sets the sign-in state, nothing else).
+GUEST_PATH = "/_relay/guest"
 #: Caddy's on-demand TLS ``ask``: 200 only for hosts the relay serves (``?domain=HOST``).
 TLS_ASK_PATH = "/_relay/tls-ask"
 

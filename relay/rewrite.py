@@ -180,12 +180,12 @@ def downstream_headers(headers: Headers, relay_domain: str, *, upgrade: bool = F
     return out
 
 
-def session_cookie(name: str, value: str, *, secure: bool, max_age: int) -> str:
+def session_cookie(name: str, value: str, *, secure: bool, max_age: int, path: str = "/") -> str:
     """A host-only session cookie (no Domain attribute), HttpOnly, SameSite=Lax."""
     cookie: SimpleCookie = SimpleCookie()
     cookie[name] = value
     morsel = cookie[name]
-    morsel["path"] = "/"
+    morsel["path"] = path
     morsel["httponly"] = True
     morsel["samesite"] = "Lax"
     morsel["max-age"] = max_age

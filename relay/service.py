@@ -129,6 +129,8 @@ class RelayService:
             self._servers.append(https)
             self.https_port = https.sockets[0].getsockname()[1]
         self.public = public = cfg.resolved_public_url(self.http_port, self.https_port)
+        origin = public.relay_origin
+        self._writer().submit(lambda store: store.record_relay_origin(origin), "record_relay_origin")
         limiter = FailureLimiter(lim.auth_failure_limit, lim.auth_failure_window)
         self.proxy = Proxy(
             registry=self.registry,
@@ -154,6 +156,7 @@ class RelayService:
         self._stats_task = asyncio.ensure_future(self._write_stats())
         self._recheck_task = asyncio.ensure_future(self._recheck_credentials())
         self._purge_task = asyncio.ensure_future(self._purge_sessions())
+        self._upgrades_task = asyncio.ensure_future(self.proxy.watch_upgrades())
 
     async def _serve_http(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         assert self.proxy is not None
@@ -208,7 +211,7 @@ class RelayService:
         if self.proxy is not None:
             await self.proxy.drain(self.config.limits.shutdown_grace)
         await self.ssh_connections.close_all("relay is shutting down; reconnect in a moment", wait=5.0)
-        for task_name in ("_stats_task", "_recheck_task", "_purge_task"):
+        for task_name in ("_stats_task", "_recheck_task", "_purge_task", "_upgrades_task"):
             task = getattr(self, task_name, None)
             if task is not None:
                 task.cancel()

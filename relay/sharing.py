@@ -6,14 +6,23 @@ The store keeps shares; the SSH command and the admin CLI word the results; the 
 
 from __future__ import annotations
 
+import secrets
+import time
+
 from .domains import validate_domain
 from .errors import BadRequest
 from .names import HostKind, classify_host, validate_name
+from .protocol import SHARE_PATH
 from .store import ShareInfo, Store
 from .store import parse_duration as store_duration
 
 #: Longest a user share may be given (``--expires``); without it a share lasts until revoked.
 MAX_SHARE_SECONDS = 365 * 24 * 3600
+#: A share link lasts this long unless ``--expires`` says otherwise, and never longer than the most.
+DEFAULT_LINK_SECONDS = 24 * 3600
+MAX_LINK_SECONDS = 30 * 24 * 3600
+#: Longest link label (it is shown in ``share list`` and is the audit actor ``link:LABEL``).
+MAX_LABEL = 40
 
 
 def parse_duration(text: str, *, most: int = MAX_SHARE_SECONDS) -> float:
@@ -44,26 +53,92 @@ def owned_host(target: str, *, store: Store, relay_domain: str) -> tuple[str, in
     return host, store.name_owner(name) if name is not None else store.verified_domain_owner(host)
 
 
-def public_refusal(*, caller_id: int, owner_id: int | None, host: str, admin: bool = False) -> str | None:
-    """Why ``caller_id`` may not make ``host`` public (or private again), or None."""
+def owner_refusal(*, caller_id: int, owner_id: int | None, host: str, admin: bool, doing: str) -> str | None:
+    """Why ``caller_id`` may not act on ``host`` as its owner (``doing``: what, for the message)."""
     if owner_id is None:
         return f"{host} is not owned by anyone; open a tunnel on it first (or verify the domain)"
     if owner_id != caller_id and not admin:
-        return f"{host} is not yours; only its owner can make it public"
+        return f"{host} is not yours; only its owner can {doing}"
     return None
+
+
+def public_refusal(*, caller_id: int, owner_id: int | None, host: str, admin: bool = False) -> str | None:
+    """Why ``caller_id`` may not make ``host`` public (or private again), or None."""
+    return owner_refusal(
+        caller_id=caller_id, owner_id=owner_id, host=host, admin=admin, doing="make it public"
+    )
 
 
 def share_refusal(
     *, caller_id: int, owner_id: int | None, with_id: int, host: str, admin: bool = False
 ) -> str | None:
     """Why ``caller_id`` may not share ``host`` (owned by ``owner_id``) with ``with_id``, or None."""
-    if owner_id is None:
-        return f"{host} is not owned by anyone; open a tunnel on it first (or verify the domain)"
-    if owner_id != caller_id and not admin:
-        return f"{host} is not yours; only its owner can share it"
+    refusal = owner_refusal(caller_id=caller_id, owner_id=owner_id, host=host, admin=admin, doing="share it")
+    if refusal is not None:
+        return refusal
     if with_id == owner_id:
         return f"{host} is already its owner's; share it with another user"
     return None
+
+
+def link_refusal(*, caller_id: int, owner_id: int | None, host: str, admin: bool = False) -> str | None:
+    """Why ``caller_id`` may not make a share link for ``host``, or None."""
+    return owner_refusal(
+        caller_id=caller_id, owner_id=owner_id, host=host, admin=admin, doing="make links to it"
+    )
+
+
+def link_expiry(text: str | None, *, now: float) -> float:
+    """When a link made at ``now`` with ``--expires text`` ends (default 24 h, at most 30 d)."""
+    if text is None:
+        return now + DEFAULT_LINK_SECONDS
+    return now + parse_duration(text, most=MAX_LINK_SECONDS)
+
+
+def link_label(text: str | None, *, share_id_hint: str = "") -> str:
+    """A link's label: printable, no spaces at the ends, at most MAX_LABEL; BadRequest otherwise."""
+    label = (text or "").strip()
+    if len(label) > MAX_LABEL or any(not c.isprintable() for c in label):
+        raise BadRequest(f"a link label is at most {MAX_LABEL} printable characters")
+    return label or share_id_hint
+
+
+def new_link_code() -> str:
+    """A share link's code: 192 random bits (stored only as a hash, shown once)."""
+    return secrets.token_urlsafe(24)
+
+
+def link_actor(label: str | None, share_id: str) -> str:
+    """Who a guest is in the audit log and the inspector: ``link:LABEL`` (the id without a label)."""
+    return f"link:{label or share_id}"
+
+
+def link_gone(
+    share: ShareInfo | None, *, guests: int, max_guests: int, now: float | None = None
+) -> str | None:
+    """Why a share link cannot be opened (unknown, revoked or expired alike; or used up), or None."""
+    now = time.time() if now is None else now
+    if share is None or share.kind != "link" or share.expires_at is None or share.expires_at <= now:
+        return "This share link is no longer valid: it expired, was revoked, or never existed."
+    if guests >= max_guests:
+        return "This share link has been used up; ask its owner for a new one."
+    return None
+
+
+def link_url(relay_origin: str, code: str) -> str:
+    return f"{relay_origin}{SHARE_PATH}/{code}"
+
+
+def link_doc(share: ShareInfo, url: str) -> dict[str, object]:
+    """``share link --json``: the link's share, and its URL (shown this once)."""
+    return {**share_doc(share), "url": url}
+
+
+def who(share: ShareInfo) -> str:
+    """Whom a share lets in, as ``share list`` shows it."""
+    if share.kind == "link":
+        return link_actor(share.label, share.id)
+    return share.user or "anyone"
 
 
 def share_doc(share: ShareInfo) -> dict[str, object]:
@@ -73,6 +148,8 @@ def share_doc(share: ShareInfo) -> dict[str, object]:
         "kind": share.kind,
         "with": share.user,
         "owner": share.owner,
+        "label": share.label,
         "created": round(share.created_at, 3),
         "expires": None if share.expires_at is None else round(share.expires_at, 3),
+        "uses": share.uses,
     }

@@ -21,12 +21,16 @@ from .protocol import SSO_CODE_TTL
 
 
 @dataclass(frozen=True)
-class _Grant:
+class Grant:
+    """What a redeemed code stands for: a user's sign-in, or (``guest`` set) a share link's guest,
+    in which case ``user_id`` is only the link owner's, for the per-user cap, never an identity."""
+
     user_id: int
     credential: str
     host: str
     state: str  # the sign-in state cookie of the browser the code is for
     expires: float
+    guest: str = ""  # the share link's id
 
 
 class SsoCodes:
@@ -43,12 +47,13 @@ class SsoCodes:
         self._clock = clock
         self._max = max_codes
         self._max_per_user = max_per_user
-        self._codes: OrderedDict[str, _Grant] = OrderedDict()
+        self._codes: OrderedDict[str, Grant] = OrderedDict()
         self._per_user: Counter[int] = Counter()
 
-    def issue(self, user_id: int, host: str, credential: str = "", *, state: str) -> str:
+    def issue(self, user_id: int, host: str, credential: str = "", *, state: str, guest: str = "") -> str:
         """A new code for ``host``, redeemable only with ``state`` (the browser's state cookie);
-        :class:`TooManyRequests` if this user already has ``max_per_user`` open."""
+        :class:`TooManyRequests` if this user already has ``max_per_user`` open. With ``guest`` (a
+        share link's id) it is a guest's code, counted against the link owner ``user_id``."""
         now = self._clock()
         self._expire(now)
         if self._per_user[user_id] >= self._max_per_user:
@@ -59,13 +64,13 @@ class SsoCodes:
         while len(self._codes) >= self._max:
             self._drop(self._codes.popitem(last=False)[1])
         code = secrets.token_urlsafe(24)
-        self._codes[code] = _Grant(user_id, credential, host, state, now + self._ttl)
+        self._codes[code] = Grant(user_id, credential, host, state, now + self._ttl, guest)
         self._per_user[user_id] += 1
         return code
 
-    def redeem(self, code: str, host: str, state: str) -> tuple[int, str] | None:
-        """(user id, credential) a code was issued for, if it is valid for ``host`` and presented with
-        the state it was bound to; spent either way."""
+    def redeem(self, code: str, host: str, state: str) -> Grant | None:
+        """The grant a code was issued for, if it is valid for ``host`` and presented with the state it
+        was bound to; spent either way."""
         grant = self._codes.pop(code, None)
         if grant is None:
             return None
@@ -73,7 +78,7 @@ class SsoCodes:
         same_browser = bool(state) and secrets.compare_digest(grant.state.encode(), state.encode())
         if grant.host != host or not same_browser or grant.expires <= self._clock():
             return None
-        return grant.user_id, grant.credential
+        return grant
 
     def _expire(self, now: float) -> None:
         while self._codes:
@@ -83,7 +88,7 @@ class SsoCodes:
             del self._codes[code]
             self._drop(grant)
 
-    def _drop(self, grant: _Grant) -> None:
+    def _drop(self, grant: Grant) -> None:
         """Account for ``grant`` having left the table."""
         self._per_user[grant.user_id] -= 1
         if not self._per_user[grant.user_id]:

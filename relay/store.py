@@ -121,6 +121,23 @@ _MIGRATIONS: tuple[str, ...] = (
     """
     CREATE UNIQUE INDEX shares_public ON shares (host) WHERE kind = 'public'
     """,
+    # v7: share links and their guest sessions. A link keeps only its code's hash; a guest session
+    # goes with its link (revoked: the row is deleted), and lasts no longer than it.
+    """
+    ALTER TABLE shares ADD COLUMN label TEXT;
+    ALTER TABLE shares ADD COLUMN code_hash BLOB;
+    ALTER TABLE shares ADD COLUMN uses INTEGER NOT NULL DEFAULT 0;
+    CREATE UNIQUE INDEX shares_code ON shares (code_hash) WHERE code_hash IS NOT NULL;
+    CREATE TABLE guest_sessions (
+        hash BLOB PRIMARY KEY,
+        share_id TEXT NOT NULL REFERENCES shares(id) ON DELETE CASCADE,
+        host TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL
+    );
+    CREATE INDEX guest_sessions_share ON guest_sessions (share_id, created_at);
+    CREATE INDEX guest_sessions_expiry ON guest_sessions (expires_at)
+    """,
 )
 
 
@@ -168,10 +185,24 @@ class ShareInfo:
     id: str
     host: str
     owner: str
-    kind: str  # "user" (links and public come later)
-    user: str | None  # who it is shared with
+    kind: str  # "user", "link" or "public"
+    user: str | None  # who it is shared with (a user share)
     created_at: float
     expires_at: float | None
+    label: str | None = None  # a link's label
+    uses: int = 0  # visits so far: sessions of the shared user, guests of a link, public visitors
+    owner_id: int = 0
+
+
+@dataclass(frozen=True)
+class Guest:
+    """A guest session's link: valid for ``host`` until ``expires_at``."""
+
+    share_id: str
+    label: str
+    owner_id: int
+    host: str
+    expires_at: float
 
 
 @dataclass(frozen=True)
@@ -239,6 +270,7 @@ class Store:
         self._cache: dict[bytes, tuple[User, float | None]] = {}
         #: host -> (user ids it is shared with, public?, when the first of those shares expires)
         self._shares: dict[str, tuple[frozenset[int], bool, float | None]] = {}
+        self._guests: dict[bytes, Guest] = {}
         self._cache_version = -1
         self._version_read = False  # data_version was read in this pass of the event loop
 
@@ -266,11 +298,15 @@ class Store:
             except RuntimeError:  # no event loop (the CLI): read it every time
                 pass
             if version != self._cache_version:
-                self._cache.clear()
-                self._shares.clear()
+                self._drop_caches()
                 self._cache_version = version
                 return False
         return True
+
+    def _drop_caches(self) -> None:
+        self._cache.clear()
+        self._shares.clear()
+        self._guests.clear()
 
     def _version_expired(self) -> None:
         self._version_read = False
@@ -334,8 +370,7 @@ class Store:
             self._db.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
             raise StoreError(f"{self.path} is busy or unwritable: {exc}") from exc
-        self._cache.clear()  # this connection's own writes do not move data_version
-        self._shares.clear()
+        self._drop_caches()  # this connection's own writes do not move data_version
         try:
             yield self._db
         except BaseException:
@@ -553,6 +588,16 @@ class Store:
         with self._tx() as db:
             db.execute("INSERT OR REPLACE INTO settings (key, value) VALUES ('domain', ?)", (domain,))
 
+    def record_relay_origin(self, origin: str) -> None:
+        """Where the relay's own host answers (``https://relay.example.com``), for share links that
+        admin commands print."""
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO settings (key, value) VALUES ('origin', ?)", (origin,))
+
+    def relay_origin(self) -> str:
+        row = self._db.execute("SELECT value FROM settings WHERE key = 'origin'").fetchone()
+        return str(row[0]) if row else f"http://{self.relay_domain()}"
+
     def relay_domain(self) -> str:
         """The domain the relay last ran with (``localhost`` before its first start)."""
         row = self._db.execute("SELECT value FROM settings WHERE key = 'domain'").fetchone()
@@ -643,11 +688,17 @@ class Store:
 
     # -- shares ------------------------------------------------------------------------------
 
-    def add_share(self, host: str, owner_id: int, user_id: int, *, expires_at: float | None) -> ShareInfo:
-        """Share ``host`` with ``user_id``; Conflict if it already is."""
+    def add_share(
+        self, host: str, owner_id: int, user_id: int, *, expires_at: float | None, max_per_host: int = 1000
+    ) -> ShareInfo:
+        """Share ``host`` with ``user_id``; Conflict if it already is, or past ``max_per_host`` users."""
         share_id = "shr_" + secrets.token_hex(6)
         try:
             with self._tx() as db:
+                if self.count_shares(host, "user") >= max_per_host:
+                    raise Conflict(
+                        f"{host} is already shared with {max_per_host} users (the most); revoke one first"
+                    )
                 db.execute(
                     "INSERT INTO shares (id, host, owner_id, kind, user_id, created_at, expires_at) "
                     "VALUES (?, ?, ?, 'user', ?, ?, ?)",
@@ -657,8 +708,110 @@ class Store:
             raise Conflict(f"{host} is already shared with that user; revoke it first to change it") from None
         return self.get_share(share_id)
 
+    def add_link(
+        self, host: str, owner_id: int, code: str, *, label: str, expires_at: float, max_per_host: int
+    ) -> ShareInfo:
+        """A share link for ``host``; only the hash of ``code`` is kept. Conflict past ``max_per_host``
+        live links (expired ones do not count)."""
+        share_id = "shr_" + secrets.token_hex(6)
+        now = time.time()
+        with self._tx() as db:
+            live = db.execute(
+                "SELECT count(*) FROM shares WHERE host = ? AND kind = 'link' AND expires_at > ?",
+                (host, now),
+            ).fetchone()[0]
+            if live >= max_per_host:
+                raise Conflict(
+                    f"{host} already has {live} live links (the most is {max_per_host}); revoke one first"
+                )
+            db.execute(
+                "INSERT INTO shares (id, host, owner_id, kind, created_at, expires_at, label, code_hash) "
+                "VALUES (?, ?, ?, 'link', ?, ?, ?, ?)",
+                (share_id, host, owner_id, now, expires_at, label, _hash(code)),
+            )
+        return self.get_share(share_id)
+
+    def link_by_code(self, code: str, *, now: float | None = None) -> ShareInfo | None:
+        """The live link ``code`` opens, or None (unknown, revoked or expired alike)."""
+        if not code or len(code) > 100:
+            return None
+        row = self._db.execute(
+            f"{self._SHARE_SELECT} WHERE s.code_hash = ? AND s.kind = 'link' AND s.expires_at > ?",
+            (_hash(code), time.time() if now is None else now),
+        ).fetchone()
+        return ShareInfo(*row) if row is not None else None
+
+    def count_guest_sessions(self, share_id: str) -> int:
+        row = self._db.execute("SELECT count(*) FROM guest_sessions WHERE share_id = ?", (share_id,))
+        return int(row.fetchone()[0])
+
+    def insert_guest_session(self, sid: str, share_id: str, host: str, *, max_per_link: int) -> bool:
+        """A guest session of link ``share_id`` on ``host``, ending with the link; False (nothing
+        written) if the link was revoked or expired meanwhile. Past ``max_per_link`` the oldest goes."""
+        now = time.time()
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT expires_at FROM shares WHERE id = ? AND kind = 'link' AND host = ? "
+                "AND expires_at > ?",
+                (share_id, host, now),
+            ).fetchone()
+            if row is None:
+                return False
+            db.execute(
+                "INSERT INTO guest_sessions (hash, share_id, host, created_at, expires_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (_hash(sid), share_id, host, now, row[0]),
+            )
+            db.execute("UPDATE shares SET uses = uses + 1 WHERE id = ?", (share_id,))
+            db.execute(
+                "DELETE FROM guest_sessions WHERE hash IN (SELECT hash FROM guest_sessions WHERE "
+                "share_id = ? ORDER BY created_at DESC LIMIT -1 OFFSET ?)",
+                (share_id, max_per_link),
+            )
+        return True
+
+    def guest_session(self, sid: str, host: str) -> Guest | None:
+        """The link behind guest session ``sid`` on ``host``, if both are still valid (cached until
+        the store changes, so a revoked link ends its sessions at their next request)."""
+        if not sid or len(sid) > 100:
+            return None
+        now = time.time()
+        key = b"g" + _hash(f"{host} {sid}")
+        if self._fresh():
+            hit = self._guests.get(key)
+            if hit is not None and now < hit.expires_at:
+                return hit
+        row = self._db.execute(
+            "SELECT s.id, s.label, s.owner_id, s.host, s.expires_at FROM guest_sessions g "
+            "JOIN shares s ON s.id = g.share_id WHERE g.hash = ? AND g.host = ? AND s.host = ? "
+            "AND s.kind = 'link' AND s.expires_at > ?",
+            (_hash(sid), host, host, now),
+        ).fetchone()
+        if row is None:
+            return None
+        guest = Guest(str(row[0]), str(row[1] or ""), int(row[2]), str(row[3]), float(row[4]))
+        if len(self._guests) >= _CACHE_MAX:
+            self._guests.clear()
+        self._guests[key] = guest
+        return guest
+
+    def delete_guest_session(self, sid: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM guest_sessions WHERE hash = ?", (_hash(sid),))
+
+    def count_shares(self, host: str, kind: str, *, now: float | None = None) -> int:
+        """Live shares of ``kind`` on ``host`` (for the per-host limits)."""
+        row = self._db.execute(
+            "SELECT count(*) FROM shares WHERE host = ? AND kind = ? "
+            "AND (expires_at IS NULL OR expires_at > ?)",
+            (host, kind, time.time() if now is None else now),
+        )
+        return int(row.fetchone()[0])
+
     _SHARE_SELECT = (
-        "SELECT s.id, s.host, o.name, s.kind, u.name, s.created_at, s.expires_at FROM shares s "
+        "SELECT s.id, s.host, o.name, s.kind, u.name, s.created_at, s.expires_at, s.label, s.uses, "
+        "s.owner_id "
+        "FROM shares s "
         "JOIN users o ON o.id = s.owner_id LEFT JOIN users u ON u.id = s.user_id"
     )
 
@@ -667,6 +820,10 @@ class Store:
         if row is None:
             raise NotFound(f"no share {share_id!r}")
         return ShareInfo(*row)
+
+    def get_share_or_none(self, share_id: str) -> ShareInfo | None:
+        row = self._db.execute(f"{self._SHARE_SELECT} WHERE s.id = ?", (share_id,)).fetchone()
+        return ShareInfo(*row) if row is not None else None
 
     def list_shares(self, *, owner_id: int | None = None, host: str | None = None) -> list[ShareInfo]:
         query, params = f"{self._SHARE_SELECT} WHERE 1 = 1", list[object]()
@@ -781,10 +938,10 @@ class Store:
     def purge_expired_sessions(self, *, now: float | None = None) -> int:
         """Delete sessions past their expiry (they are already refused); returns how many."""
         with self._tx() as db:
-            cur = db.execute(
-                "DELETE FROM sessions WHERE expires_at < ?", (time.time() if now is None else now,)
-            )
-        return int(cur.rowcount)
+            now = time.time() if now is None else now
+            cur = db.execute("DELETE FROM sessions WHERE expires_at < ?", (now,))
+            guests = db.execute("DELETE FROM guest_sessions WHERE expires_at < ?", (now,))
+        return int(cur.rowcount) + int(guests.rowcount)
 
     def count_sessions(self, user_id: int | None = None) -> int:
         if user_id is None:

@@ -13,16 +13,21 @@ from ..config import PublicUrl
 from ..errors import TooManyRequests, Unauthorized
 from ..http1 import Headers, RequestHead, get_one
 from ..protocol import (
+    GUEST_COOKIE,
+    GUEST_COOKIE_SECURE,
+    LINK_COOKIE,
+    LINK_COOKIE_SECURE,
     SESSION_COOKIE,
     SESSION_COOKIE_SECURE,
     SESSION_TTL,
+    SHARE_PATH,
     STATE_COOKIE,
     STATE_COOKIE_SECURE,
     STATE_TTL,
     TOKEN_HEADER,
 )
 from ..rewrite import cookie_value, session_cookie
-from ..store import Store, User, new_session_id
+from ..store import Guest, Store, User, new_session_id
 from .reply import Reply
 
 
@@ -36,6 +41,8 @@ class Credentials:
         self.public = public
         self.cookie_name = SESSION_COOKIE_SECURE if public.secure else SESSION_COOKIE
         self.state_name = STATE_COOKIE_SECURE if public.secure else STATE_COOKIE
+        self.guest_name = GUEST_COOKIE_SECURE if public.secure else GUEST_COOKIE
+        self.link_name = LINK_COOKIE_SECURE if public.secure else LINK_COOKIE
 
     def check_rate(self, client: str) -> None:
         wait = self.limiter.retry_after(client)
@@ -66,6 +73,35 @@ class Credentials:
             return user.id
         user = self.session_user(head.headers, head.host)
         return user.id if user else None
+
+    def guest(self, headers: Headers, host: str) -> tuple[bool, Guest | None]:
+        """(a guest cookie was sent, the live link session it names on ``host`` or None)."""
+        sid = cookie_value(headers, self.guest_name)
+        if not sid:
+            return False, None
+        return True, self.store.guest_session(sid, host)
+
+    def start_guest_session(self, share_id: str, host: str, *, max_per_link: int, ttl: int) -> SessionChange:
+        """A guest session of share link ``share_id`` on ``host`` (it ends with the link, whatever
+        the cookie's ``ttl`` says)."""
+        sid = new_session_id()
+        return SessionChange(
+            ("Set-Cookie", session_cookie(self.guest_name, sid, secure=self.public.secure, max_age=ttl)),
+            lambda store: store.insert_guest_session(sid, share_id, host, max_per_link=max_per_link),
+        )
+
+    def clear_guest(self) -> tuple[str, str]:
+        return ("Set-Cookie", session_cookie(self.guest_name, "", secure=self.public.secure, max_age=0))
+
+    def link_cookie(self, code: str, max_age: int) -> tuple[str, str]:
+        """The relay host's note of the share link being opened (its own path only)."""
+        cookie = session_cookie(
+            self.link_name, code, secure=self.public.secure, max_age=max_age, path=SHARE_PATH
+        )
+        return ("Set-Cookie", cookie)
+
+    def link_code(self, headers: Headers) -> str:
+        return cookie_value(headers, self.link_name) or ""
 
     def sign_in_state(self, headers: Headers) -> tuple[str, tuple[str, str]]:
         """The browser's sign-in state (kept if it has a well-formed one, so two tabs signing in at
@@ -105,7 +141,7 @@ class SessionChange:
     """A session cookie to send and the store write behind it (None: nothing to write)."""
 
     header: tuple[str, str]
-    write: Callable[[Store], None] | None
+    write: Callable[[Store], object] | None
 
     def on(self, reply: Reply) -> Reply:
         """``reply`` with the cookie added and the write attached (done before it is sent)."""

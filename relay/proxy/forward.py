@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -33,6 +34,7 @@ from ..limits import Limits
 from ..pump import Truncated, copy_chunked, copy_exact, copy_until_eof, pipe
 from ..rewrite import IPNetwork, downstream_headers, upstream_headers
 from ..tunnels import Stream, Tunnel, TunnelLost
+from .upgrades import OpenUpgrades
 
 if TYPE_CHECKING:
     from .visitor import Visitor
@@ -59,16 +61,31 @@ class Outcome:
 
 
 class Forwarder:
-    def __init__(self, *, limits: Limits, relay_domain: str, trust_proxy: tuple[IPNetwork, ...]) -> None:
+    def __init__(
+        self,
+        *,
+        limits: Limits,
+        relay_domain: str,
+        trust_proxy: tuple[IPNetwork, ...],
+        upgrades: OpenUpgrades | None = None,
+    ) -> None:
         self.limits = limits
         self.relay_domain = relay_domain
         self.trust_proxy = trust_proxy
+        self.upgrades = upgrades if upgrades is not None else OpenUpgrades()
 
-    async def forward(self, visitor: Visitor, head: RequestHead, tunnel: Tunnel) -> Outcome:
+    async def forward(
+        self,
+        visitor: Visitor,
+        head: RequestHead,
+        tunnel: Tunnel,
+        still_allowed: Callable[[], bool] = lambda: True,
+    ) -> Outcome:
+        """``still_allowed``: the request's routing and auth run again, for a WebSocket's lifetime."""
         stream = visitor.take_idle(tunnel) or await self._open(tunnel)
         outcome: Outcome | None = None
         try:
-            outcome = await self._exchange(visitor, head, tunnel, stream)
+            outcome = await self._exchange(visitor, head, tunnel, stream, still_allowed)
             return outcome
         finally:
             if outcome is not None and outcome.keep and not visitor.draining and stream.clean():
@@ -83,7 +100,14 @@ class Forwarder:
         except (TimeoutError, asyncio.TimeoutError):
             raise BadGateway("the tunnel's client did not open a channel in time") from None
 
-    async def _exchange(self, visitor: Visitor, head: RequestHead, tunnel: Tunnel, stream: Stream) -> Outcome:
+    async def _exchange(
+        self,
+        visitor: Visitor,
+        head: RequestHead,
+        tunnel: Tunnel,
+        stream: Stream,
+        still_allowed: Callable[[], bool],
+    ) -> Outcome:
         headers = upstream_headers(
             head.headers, peer_ip=visitor.peer_ip, scheme=visitor.scheme, trusted=self.trust_proxy
         )
@@ -106,7 +130,7 @@ class Forwarder:
         try:
             resp, framing, length = await self._response_head(visitor, head, stream, body)
             if resp.status == 101:
-                return await self._upgrade(visitor, resp, tunnel, stream)
+                return await self._upgrade(visitor, resp, tunnel, stream, still_allowed)
             outcome = await self._response(visitor, head, tunnel, stream, resp, framing, length)
             if body is not None:
                 if not body.done() or body.exception() is not None:
@@ -249,16 +273,32 @@ class Forwarder:
         except TunnelLost:
             raise UpstreamFailed("the tunnel's client disconnected during the request", status=502) from None
 
-    async def _upgrade(self, visitor: Visitor, resp: ResponseHead, tunnel: Tunnel, stream: Stream) -> Outcome:
+    async def _upgrade(
+        self,
+        visitor: Visitor,
+        resp: ResponseHead,
+        tunnel: Tunnel,
+        stream: Stream,
+        still_allowed: Callable[[], bool],
+    ) -> Outcome:
         out = serialise_response(resp, downstream_headers(resp.headers, self.relay_domain, upgrade=True))
         visitor.send(out)
         await visitor.writer.drain()
         visitor.busy = False  # a WebSocket may idle for days; shutdown need not wait for it
-        to_backend, to_visitor = await pipe(
-            (visitor.reader, visitor.writer),
-            (stream.reader, stream.writer),
-            stall=self.limits.stream_idle_timeout,
-        )
+
+        def close() -> None:  # both ends, so neither half of the pipe lingers
+            visitor.writer.transport.abort()
+            stream.close()
+
+        key = self.upgrades.add(still_allowed, close, tunnel.host)
+        try:
+            to_backend, to_visitor = await pipe(
+                (visitor.reader, visitor.writer),
+                (stream.reader, stream.writer),
+                stall=self.limits.stream_idle_timeout,
+            )
+        finally:
+            self.upgrades.discard(key)
         tunnel.bytes_in += to_backend
         tunnel.bytes_out += to_visitor + len(out)
         return Outcome(101, len(out) + to_visitor, False)

@@ -5,26 +5,40 @@ handler returns a :class:`Reply`; decisions come from :mod:`relay.auth`."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from urllib.parse import quote, urlsplit
 
-from .. import auth, pages
+from .. import auth, pages, sharing
 from ..config import PublicUrl
 from ..domains import certificate_allowed
 from ..errors import TooManyRequests
 from ..http1 import RequestHead, get_one
+from ..limits import Limits
 from ..logfmt import emit
 from ..names import HostKind, classify_host
-from ..protocol import HEALTH_PATH, LOGIN_PATH, LOGOUT_PATH, SSO_PATH, TOKEN_QUERY
+from ..protocol import (
+    GUEST_PATH,
+    HEALTH_PATH,
+    LOGIN_PATH,
+    LOGOUT_PATH,
+    SHARE_PATH,
+    SSO_PATH,
+    STATE_TTL,
+    TOKEN_QUERY,
+)
 from ..rewrite import query_params, without_param
 from ..sso import SsoCodes
-from ..store import Store, User
+from ..store import ShareInfo, Store, User
 from ..tunnels import Registry
 from .credentials import Credentials, SessionChange, valid_state
 from .reply import Reply
 
 log = logging.getLogger(__name__)
+
+#: On every reply that carries (or follows) a share code or a hand-off code.
+_NO_REFERRER = ("Referrer-Policy", "no-referrer")
 
 
 class Portal:
@@ -38,7 +52,9 @@ class Portal:
         public: PublicUrl,
         sso: SsoCodes,
         credentials: Credentials,
+        limits: Limits | None = None,
     ) -> None:
+        self.limits = limits or Limits()
         self.store = store
         self.registry = registry
         self.public = public
@@ -129,6 +145,10 @@ class Portal:
             ]
             page = pages.home_page(user=user.name, tunnel_urls=urls, shared=shared, public=public)
             return Reply.html(200, page)
+        if path.startswith(SHARE_PATH + "/") and method in ("GET", "HEAD"):
+            return self._open_link(path[len(SHARE_PATH) + 1 :])
+        if path == SHARE_PATH and method in ("GET", "HEAD"):
+            return self._continue_link(head)
         if path == LOGIN_PATH and method in ("GET", "HEAD"):
             params = query_params(head.query)
             next_url, state = self._next(params.get("next", "")), valid_state(params.get("state", ""))
@@ -190,6 +210,44 @@ class Portal:
         reply = Reply.redirect(302, target, [("Referrer-Policy", "no-referrer")])
         return signed_in.on(reply) if signed_in is not None else reply
 
+    # -- share links -------------------------------------------------------------------------
+
+    def _link_gone(self, link: ShareInfo | None) -> str | None:
+        guests = self.store.count_guest_sessions(link.id) if link is not None else 0
+        return sharing.link_gone(link, guests=guests, max_guests=self.limits.share_max_guests_per_link)
+
+    def _gone(self, message: str, *headers: tuple[str, str]) -> Reply:
+        return Reply.html(410, pages.link_gone_page(message), [_NO_REFERRER, *headers])
+
+    def _open_link(self, code: str) -> Reply:
+        """``/_relay/share/CODE``: the code stays on the relay host (a cookie on the share path), and
+        the browser goes to the link's host to start a hand-off there (its state cookie)."""
+        link = self.store.link_by_code(code)
+        gone = self._link_gone(link)
+        if gone is not None or link is None:
+            return self._gone(gone or "")
+        target = self.public.origin(link.host) + GUEST_PATH
+        return Reply.redirect(302, target, [self.credentials.link_cookie(code, STATE_TTL), _NO_REFERRER])
+
+    def _continue_link(self, head: RequestHead) -> Reply:
+        """``/_relay/share?host=H&state=S``, back from the link's host: a guest hand-off code bound to
+        that browser's state, for that host only."""
+        params = query_params(head.query)
+        host, state = params.get("host", "").lower(), valid_state(params.get("state", ""))
+        clear = self.credentials.link_cookie("", 0)
+        link = self.store.link_by_code(self.credentials.link_code(head.headers))
+        gone = self._link_gone(link)
+        if gone is not None or link is None:
+            return self._gone(gone or "", clear)
+        if link.host != host or not state:
+            return self._gone("This share link was not opened in this browser; open it again.", clear)
+        try:
+            code = self.sso.issue(link.owner_id, host, state=state, guest=link.id)
+        except TooManyRequests as exc:
+            return Reply.error(429, str(exc), html=True, headers=[("Retry-After", str(exc.retry_after))])
+        target = f"{self.public.origin(host)}{SSO_PATH}?code={code}&next=%2F"
+        return Reply.redirect(302, target, [clear, _NO_REFERRER])
+
     def _login(self, body: bytes, client: str) -> Reply:
         form = query_params(body.decode("utf-8", errors="replace"))
         next_url, state = self._next(form.get("next", "")), valid_state(form.get("state", ""))
@@ -222,8 +280,10 @@ class Portal:
             params = query_params(head.query)
             state = self.credentials.state_of(head.headers)  # the browser that started this sign-in
             grant = self.sso.redeem(params.get("code", ""), head.host, state)
-            found = self.store.user_by_id(grant[0]) if grant is not None else None
-            user = replace(found, credential=grant[1]) if found is not None and grant is not None else None
+            if grant is not None and grant.guest:
+                return self._guest_session(grant.guest, head.host)
+            found = self.store.user_by_id(grant.user_id) if grant is not None else None
+            user = replace(found, credential=grant.credential) if found is not None and grant else None
             if user is None:
                 return Reply.error(
                     400,
@@ -234,6 +294,11 @@ class Portal:
             self.credentials.start_session(user, head.host).on(reply)  # the session cookie first
             reply.headers += [self.credentials.clear_state(), ("Referrer-Policy", "no-referrer")]
             return reply
+        if head.path == GUEST_PATH and head.method in ("GET", "HEAD"):
+            # A share link's hand-off starts here, so its code is redeemed only by this browser.
+            state, cookie = self.credentials.sign_in_state(head.headers)
+            back = f"{self.public.relay_origin}{SHARE_PATH}?host={quote(head.host)}&state={state}"
+            return Reply.redirect(302, back, [cookie, _NO_REFERRER])
         if head.path == LOGOUT_PATH and head.method == "POST":
             tunnel_origin = self.public.origin(head.host)
             if not auth.origin_ok(
@@ -245,6 +310,19 @@ class Portal:
                 return Reply.error(403, "cross-origin request refused", html=html)
             return self._logout(head, self.public.relay_origin + LOGIN_PATH)
         return Reply.error(404, "paths under /_relay/ belong to the relay", html=html)
+
+    def _guest_session(self, share_id: str, host: str) -> Reply:
+        """The end of a share link's hand-off: a guest session cookie, and on to the app."""
+        link = self.store.get_share_or_none(share_id)
+        if link is None or link.expires_at is None:
+            return self._gone("This share link is no longer valid: it expired or was revoked.")
+        ttl = max(1, int(link.expires_at - time.time()))
+        change = self.credentials.start_guest_session(
+            share_id, host, max_per_link=self.limits.share_max_guests_per_link, ttl=ttl
+        )
+        reply = change.on(Reply.redirect(302, "/"))
+        reply.headers += [self.credentials.clear_state(), _NO_REFERRER]
+        return reply
 
     def exchange_query_token(self, head: RequestHead, token: str, client: str, owner_id: int) -> Reply:
         """``?relay_token=`` on a tunnel URL: set the host session and 303 to the URL without it."""

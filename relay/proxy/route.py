@@ -5,6 +5,7 @@ credentials (its errors propagate: the visitor edge answers 503)."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from .. import auth, pages
@@ -96,7 +97,16 @@ class Router:
             return Answer(Reply.from_error(exc, html=html), note=str(exc))
         tunnel_origin = self.public.origin(host)
         # Shares are read only for a visitor who is not the owner (the owner's requests cost nothing).
-        shared, public = self.portal.access(host) if user_id != tunnel.user_id else (frozenset(), False)
+        shared, public, guest = frozenset[int](), False, False
+        if user_id != tunnel.user_id:
+            shared, public = self.portal.access(host)
+            if not public and (user_id is None or user_id not in shared):
+                sent, found = self.credentials.guest(head.headers, host)
+                guest = found is not None and auth.guest_may_visit(
+                    guest_host=found.host, expires_at=found.expires_at, host=host, now=time.time()
+                )
+                if sent and not guest and user_id is None:
+                    return Answer(self._guest_gone(html), note="share link ended")
         verdict = auth.decide(
             auth.AccessRequest(
                 method=head.method,
@@ -105,6 +115,7 @@ class Router:
                 accept=accept,
                 tunnel_origin=tunnel_origin,
                 user_id=user_id,
+                guest=guest,
             ),
             owner_id=tunnel.user_id,
             shared_with=shared,
@@ -154,6 +165,16 @@ class Router:
         state, cookie = self.credentials.sign_in_state(head.headers)
         page = pages.forbidden_page(message, login_url=self.portal.login_url(url, state))
         return Reply.html(403, page, [cookie])
+
+    def _guest_gone(self, html: bool) -> Reply:
+        """A guest whose share link ended (expired, revoked): told so, its cookie cleared."""
+        message = "This share link is no longer valid: it expired or was revoked."
+        if html:
+            reply = Reply.html(410, pages.link_gone_page(message))
+        else:
+            reply = Reply.error(410, message, html=False)
+        reply.headers.append(self.credentials.clear_guest())
+        return reply
 
     def _no_tunnel(self, host: str, html: bool) -> Reply:
         if self.portal.serves(host):  # an owned name or a verified domain whose client is away

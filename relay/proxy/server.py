@@ -25,6 +25,7 @@ from .forward import Forwarder
 from .portal import Portal
 from .reply import Reply
 from .route import Router
+from .upgrades import OpenUpgrades
 from .visitor import Front, Visitor
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ class Proxy:
             public=public,
             sso=SsoCodes(max_codes=limits.sso_max_codes, max_per_user=limits.sso_max_codes_per_user),
             credentials=self.credentials,
+            limits=limits,
         )
         router = Router(
             registry=registry,
@@ -69,7 +71,11 @@ class Proxy:
             public=public,
             trust_proxy=trust_proxy,
         )
-        forwarder = Forwarder(limits=limits, relay_domain=public.domain, trust_proxy=trust_proxy)
+        #: Open WebSockets, re-checked every ``share_recheck_interval`` (see :meth:`watch_upgrades`).
+        self.upgrades = OpenUpgrades()
+        forwarder = Forwarder(
+            limits=limits, relay_domain=public.domain, trust_proxy=trust_proxy, upgrades=self.upgrades
+        )
         forwarded = Gate(
             limits.http_max_connections,
             limits.http_max_connections_per_address,
@@ -96,6 +102,10 @@ class Proxy:
             await writer.run(lambda own: [write(own) for write in writes])
 
         return commit
+
+    async def watch_upgrades(self) -> None:
+        """Runs for the relay's life: closes WebSockets whose access ended (revoked, expired)."""
+        await self.upgrades.run(self.limits.share_recheck_interval)
 
     async def serve(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, scheme: str = "http"

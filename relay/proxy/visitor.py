@@ -20,6 +20,7 @@ from ..errors import BadRequest, RelayError
 from ..http1 import Framing, RequestHead, parse_request_head
 from ..limits import BUSY_RETRY_AFTER, Limits
 from ..logfmt import emit, escape
+from ..protocol import SHARE_PATH
 from ..pump import Truncated
 from ..rewrite import IPNetwork, client_address
 from ..store import STORE_ERRORS, Store
@@ -31,6 +32,13 @@ from .route import Answer, Forward, Router
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("relay.access")
+
+
+def shown_path(path: str) -> str:
+    """A path as logs show it: a share link's code is a credential, so it is left out."""
+    if path.startswith(SHARE_PATH + "/"):
+        return SHARE_PATH + "/CODE"
+    return path
 
 
 async def _no_writes(writes: list[Callable[[Store], object]]) -> None:
@@ -193,7 +201,7 @@ class Visitor:
             "http.request",
             client=self.peer_ip,
             method=method[:16].decode("latin-1") or None,
-            path=path.decode("latin-1") or None,
+            path=shown_path(path.decode("latin-1")) or None,
             status=reply.status,
             bytes=len(reply.body),
             note=str(exc),
@@ -254,7 +262,11 @@ class Visitor:
             # 502 if nothing of the response was sent yet.
             note = "internal error"
             log.exception(  # the visitor's text escaped, as on the access line
-                "request failed: client=%s host=%s %s %s", client, head.host, head.method, escape(head.path)
+                "request failed: client=%s host=%s %s %s",
+                client,
+                head.host,
+                head.method,
+                escape(shown_path(head.path)),
             )
             if not self.answering:
                 reply = Reply.error(502, "the relay failed on this request; it was logged", html=False)
@@ -274,7 +286,7 @@ class Visitor:
                 client=client,
                 host=head.host,
                 method=head.method,
-                path=head.path,
+                path=shown_path(head.path),
                 status=outcome.status,
                 bytes=outcome.sent,
                 ms=f"{(time.monotonic() - started) * 1000:.1f}",
@@ -289,7 +301,15 @@ class Visitor:
         if isinstance(decision, Forward):
             html = decision.html
             try:
-                return await front.forwarder.forward(self, head, decision.tunnel), None
+                tunnel = decision.tunnel
+                if not head.is_upgrade:
+                    return await front.forwarder.forward(self, head, tunnel), None
+
+                def still_allowed() -> bool:  # the same request, routed again (a WebSocket lives on)
+                    again = front.router.route(head, scheme=self.scheme, peer_ip=self.peer_ip, client=client)
+                    return isinstance(again, Forward) and again.tunnel is tunnel
+
+                return await front.forwarder.forward(self, head, tunnel, still_allowed), None
             except UpstreamFailed as exc:
                 return await self._answer(head, Reply.from_error(exc, html=html), close=True), str(exc)
             except RelayError as exc:  # the channel could not be opened (cap, refusal, timeout)

@@ -14,7 +14,7 @@ import asyncssh
 from ..protocol import EXEC_TUNNELS
 from ..store import User
 from .commands import EXEC_DOMAIN, USAGE, Outcome, run_domain_command
-from .share_command import EXEC_SHARE, SHARE_USAGE, run_share_command
+from .share_command import EXEC_SHARE, SHARE_USAGE, ShareCommand
 
 if TYPE_CHECKING:
     from .server import RelaySSHServer
@@ -120,9 +120,15 @@ class RelaySession(asyncssh.SSHServerSession[str]):
 
     async def _share(self, argv: list[str], user: User) -> None:
         ctx = self.server.ctx
-        outcome = await run_share_command(
-            argv, user=user, store=ctx.store, writer=ctx.writer, relay_domain=ctx.public.domain
+        command = ShareCommand(
+            user=user,
+            store=ctx.store,
+            writer=ctx.writer,
+            relay_domain=ctx.public.domain,
+            relay_origin=ctx.public.relay_origin,
+            limits=ctx.limits,
         )
+        outcome = await command.run(argv)
         self._finish(outcome)
 
     async def _domain(self, argv: list[str], user: str) -> None:

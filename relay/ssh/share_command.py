@@ -1,23 +1,49 @@
 """The ``share`` command users run over SSH (``ssh relay -- share add lab --with bob``): sharing of
-the caller's own names and verified domains with other relay users. Admins use ``relay share ...``
-on the VPS, which acts for any owner. The rules are :mod:`relay.sharing`'s."""
+the caller's own names and verified domains with other relay users, share links, public tunnels.
+Admins use ``relay share ...`` on the VPS, which acts for any owner. The rules are
+:mod:`relay.sharing`'s."""
 
 from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 
 from ..errors import NotFound, RelayError
-from ..sharing import owned_host, parse_duration, public_refusal, share_doc, share_host, share_refusal
+from ..limits import Limits
+from ..sharing import (
+    link_doc,
+    link_expiry,
+    link_label,
+    link_refusal,
+    link_url,
+    new_link_code,
+    owned_host,
+    parse_duration,
+    public_refusal,
+    share_doc,
+    share_host,
+    share_refusal,
+    who,
+)
 from ..store import STORE_ERRORS, ShareInfo, Store, User
 from ..storewriter import StoreWriter
 from .commands import Outcome
 
 EXEC_SHARE = "share"
 SHARE_USAGE = (
-    "usage: share add NAME --with USER [--expires 30d] | share list [NAME] | share revoke ID"
-    " | share public NAME on|off  [--json]"
+    "usage: share add NAME --with USER [--expires 30d] | share link NAME [--expires 24h] [--label L]"
+    " | share list [NAME] | share revoke ID | share public NAME on|off  [--json]"
 )
+_USAGE = Outcome(2, stderr=SHARE_USAGE + "\n")
+#: The options each verb takes (``--json`` aside), and how many positional arguments.
+_VERBS: dict[str, tuple[frozenset[str], frozenset[int]]] = {
+    "add": (frozenset({"with", "expires"}), frozenset({1})),
+    "link": (frozenset({"expires", "label"}), frozenset({1})),
+    "list": (frozenset(), frozenset({0, 1})),
+    "revoke": (frozenset(), frozenset({1})),
+    "public": (frozenset(), frozenset({2})),
+}
 
 
 def _line(share: ShareInfo) -> str:
@@ -26,15 +52,15 @@ def _line(share: ShareInfo) -> str:
         if share.expires_at is None
         else time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(share.expires_at))
     )
-    return f"{share.id}\t{share.host}\t{share.kind}\t{share.user or 'anyone'}\texpires {ends}\n"
+    return f"{share.id}\t{share.host}\t{share.kind}\t{who(share)}\texpires {ends}\tuses {share.uses}\n"
 
 
 def _options(args: list[str]) -> tuple[list[str], dict[str, str]] | None:
-    """Positional arguments and ``--with``/``--expires`` values; None on a malformed option."""
+    """Positional arguments and ``--with``/``--expires``/``--label`` values; None on a malformed option."""
     positional, options = [], {}
     it = iter(args)
     for arg in it:
-        if arg in ("--with", "--expires"):
+        if arg in ("--with", "--expires", "--label"):
             value = next(it, None)
             if value is None or arg[2:] in options:
                 return None
@@ -46,82 +72,89 @@ def _options(args: list[str]) -> tuple[list[str], dict[str, str]] | None:
     return positional, options
 
 
-async def run_share_command(
-    argv: list[str], *, user: User, store: Store, writer: StoreWriter, relay_domain: str
-) -> Outcome:
-    as_json = "--json" in argv
-    parsed = _options([a for a in argv if a != "--json"])
-    if parsed is None or not parsed[0] or parsed[0][0] not in ("add", "list", "revoke", "public"):
-        return Outcome(2, stderr=SHARE_USAGE + "\n")
-    (verb, *rest), options = parsed
-    if verb == "public":
-        if options or len(rest) != 2 or rest[1] not in ("on", "off"):
-            return Outcome(2, stderr=SHARE_USAGE + "\n")
-        return await _public(
-            rest[0],
-            rest[1] == "on",
-            as_json,
-            user=user,
-            store=store,
-            writer=writer,
-            relay_domain=relay_domain,
+@dataclass(frozen=True)
+class ShareCommand:
+    """One user's ``share`` command: ``run(argv)`` checks the usage, then one verb acts."""
+
+    user: User
+    store: Store
+    writer: StoreWriter
+    relay_domain: str
+    relay_origin: str
+    limits: Limits
+
+    async def run(self, argv: list[str]) -> Outcome:
+        as_json = "--json" in argv
+        parsed = _options([a for a in argv if a != "--json"])
+        if parsed is None or not parsed[0] or parsed[0][0] not in _VERBS:
+            return _USAGE
+        (verb, *rest), options = parsed
+        allowed, counts = _VERBS[verb]
+        if len(rest) not in counts or not set(options) <= allowed:
+            return _USAGE
+        if (verb == "add" and "with" not in options) or (verb == "public" and rest[1] not in ("on", "off")):
+            return _USAGE
+        act = {
+            "add": self._add, "link": self._link, "list": self._list, "revoke": self._revoke,
+            "public": self._public,
+        }[verb]  # fmt: skip
+        try:
+            doc, text = await act(rest, options)
+        except RelayError as exc:
+            return Outcome(1, stderr=f"relay: {exc}\n")
+        except STORE_ERRORS as exc:
+            return Outcome(1, stderr=f"relay: the relay's store is unavailable ({exc}); try again shortly\n")
+        return Outcome(0, stdout=json.dumps(doc) + "\n" if as_json else text)
+
+    def _owned(self, target: str) -> tuple[str, int | None]:
+        return owned_host(target, store=self.store, relay_domain=self.relay_domain)
+
+    async def _list(self, rest: list[str], options: dict[str, str]) -> tuple[object, str]:
+        host = share_host(rest[0], relay_domain=self.relay_domain)[0] if rest else None
+        shares = self.store.list_shares(owner_id=self.user.id, host=host)
+        return {"shares": [share_doc(s) for s in shares]}, "".join(_line(s) for s in shares) or "no shares\n"
+
+    async def _revoke(self, rest: list[str], options: dict[str, str]) -> tuple[object, str]:
+        share = await self.writer.run(lambda own: own.revoke_share(rest[0], owner_id=self.user.id))
+        return share_doc(share), f"revoked {share.id} ({share.host}, {who(share)})\n"
+
+    async def _add(self, rest: list[str], options: dict[str, str]) -> tuple[object, str]:
+        host, owner = self._owned(rest[0])
+        try:
+            other = self.store.get_user(options["with"])
+        except NotFound:
+            raise NotFound(f"no relay user {options['with']!r}") from None
+        refusal = share_refusal(caller_id=self.user.id, owner_id=owner, with_id=other.id, host=host)
+        if refusal is not None or owner is None:
+            raise RelayError(refusal or "")
+        expires = time.time() + parse_duration(options["expires"]) if "expires" in options else None
+        most = self.limits.share_max_users_per_host
+        share = await self.writer.run(
+            lambda own: own.add_share(host, owner, other.id, expires_at=expires, max_per_host=most)
         )
-    if (verb == "add" and (len(rest) != 1 or "with" not in options)) or (
-        verb != "add" and (options or len(rest) != (1 if verb == "revoke" else len(rest[:1])))
-    ):
-        return Outcome(2, stderr=SHARE_USAGE + "\n")
-    try:
-        if verb == "list":
-            host = share_host(rest[0], relay_domain=relay_domain)[0] if rest else None
-            shares = store.list_shares(owner_id=user.id, host=host)
-            text = "".join(_line(s) for s in shares) or "no shares\n"
-            return _done(as_json, {"shares": [share_doc(s) for s in shares]}, text)
-        if verb == "revoke":
-            share = await writer.run(lambda own: own.revoke_share(rest[0], owner_id=user.id))
-            return _done(
-                as_json, share_doc(share), f"revoked {share.id} ({share.host}, {share.user or 'anyone'})\n"
-            )
-        share = await _add(rest[0], options, user=user, store=store, writer=writer, relay_domain=relay_domain)
-        return _done(as_json, share_doc(share), f"{share.id}\n")
-    except RelayError as exc:
-        return Outcome(1, stderr=f"relay: {exc}\n")
-    except STORE_ERRORS as exc:
-        return Outcome(1, stderr=f"relay: the relay's store is unavailable ({exc}); try again shortly\n")
+        return share_doc(share), f"{share.id}\n"
 
+    async def _link(self, rest: list[str], options: dict[str, str]) -> tuple[object, str]:
+        """A new link, its URL printed this once (only its hash is kept)."""
+        host, owner = self._owned(rest[0])
+        refusal = link_refusal(caller_id=self.user.id, owner_id=owner, host=host)
+        if refusal is not None or owner is None:
+            raise RelayError(refusal or "")
+        expires = link_expiry(options.get("expires"), now=time.time())
+        label = link_label(options.get("label"))
+        code, most = new_link_code(), self.limits.share_max_links_per_host
+        share = await self.writer.run(
+            lambda own: own.add_link(host, owner, code, label=label, expires_at=expires, max_per_host=most)
+        )
+        url = link_url(self.relay_origin, code)
+        return link_doc(share, url), f"{url}\n"
 
-async def _add(
-    target: str, options: dict[str, str], *, user: User, store: Store, writer: StoreWriter, relay_domain: str
-) -> ShareInfo:
-    host, owner = owned_host(target, store=store, relay_domain=relay_domain)
-    try:
-        other = store.get_user(options["with"])
-    except NotFound:
-        raise NotFound(f"no relay user {options['with']!r}") from None
-    refusal = share_refusal(caller_id=user.id, owner_id=owner, with_id=other.id, host=host)
-    if refusal is not None:
-        raise RelayError(refusal)
-    expires = time.time() + parse_duration(options["expires"]) if "expires" in options else None
-    assert owner is not None
-    return await writer.run(lambda own: own.add_share(host, owner, other.id, expires_at=expires))
-
-
-async def _public(
-    target: str, on: bool, as_json: bool, *, user: User, store: Store, writer: StoreWriter, relay_domain: str
-) -> Outcome:
-    try:
-        host, owner = owned_host(target, store=store, relay_domain=relay_domain)
-        refusal = public_refusal(caller_id=user.id, owner_id=owner, host=host)
-        if refusal is not None:
-            raise RelayError(refusal)
-        assert owner is not None
-        await writer.run(lambda own: own.set_public(host, owner, on))
-    except RelayError as exc:
-        return Outcome(1, stderr=f"relay: {exc}\n")
-    except STORE_ERRORS as exc:
-        return Outcome(1, stderr=f"relay: the relay's store is unavailable ({exc}); try again shortly\n")
-    state = "public: anyone can open it, no credential needed" if on else "no longer public"
-    return _done(as_json, {"host": host, "public": on}, f"{host} is {state}\n")
-
-
-def _done(as_json: bool, doc: object, text: str) -> Outcome:
-    return Outcome(0, stdout=json.dumps(doc) + "\n" if as_json else text)
+    async def _public(self, rest: list[str], options: dict[str, str]) -> tuple[object, str]:
+        host, owner = self._owned(rest[0])
+        on = rest[1] == "on"
+        refusal = public_refusal(caller_id=self.user.id, owner_id=owner, host=host)
+        if refusal is not None or owner is None:
+            raise RelayError(refusal or "")
+        await self.writer.run(lambda own: own.set_public(host, owner, on))
+        state = "public: anyone can open it, no credential needed" if on else "no longer public"
+        return {"host": host, "public": on}, f"{host} is {state}\n"

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, quote, urljoin, urlsplit
 
 from aiohttp import WSMsgType, web
 
@@ -739,3 +739,38 @@ def relay_rss_kib(relay: RelayProcess) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise AssertionError("no VmRSS")
+
+
+class CookieBrowser:
+    """A browser's redirects and host-only cookies, over :func:`fetch` (paths of cookies ignored):
+    enough to walk the relay's sign-in and share-link hand-offs the way a browser does."""
+
+    def __init__(self, relay: RelayProcess) -> None:
+        self.relay = relay
+        self.jar: dict[str, dict[str, str]] = {}
+        self.visited: list[tuple[str, Reply]] = []  # every (URL, reply) on the way
+
+    def cookies(self, host: str) -> str:
+        return "; ".join(f"{k}={v}" for k, v in self.jar.get(host, {}).items())
+
+    async def get(self, url: str, *, headers: dict[str, str] | None = None, hops: int = 10) -> Reply:
+        """GET ``url``, following redirects; the last reply (its URL is ``self.visited[-1][0]``)."""
+        for _ in range(hops):
+            parts = urlsplit(url)
+            host = parts.hostname or ""
+            sent = {"Accept": "text/html", **(headers or {})}
+            if self.jar.get(host):
+                sent["Cookie"] = self.cookies(host)
+            target = parts.path + (f"?{parts.query}" if parts.query else "")
+            reply = await fetch(self.relay, host, target, headers=sent)
+            self.visited.append((url, reply))
+            for set_cookie in reply.set_cookies:
+                name, _, value = cookie_pair(set_cookie).partition("=")
+                if "max-age=0" in set_cookie.lower():
+                    self.jar.get(host, {}).pop(name, None)
+                else:
+                    self.jar.setdefault(host, {})[name] = value
+            if reply.status not in (301, 302, 303, 307, 308):
+                return reply
+            url = urljoin(url, reply.headers["Location"])
+        raise AssertionError(f"more than {hops} redirects from {url}")

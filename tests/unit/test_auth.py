@@ -11,6 +11,7 @@ from relay.auth import (
     FailureLimiter,
     Verdict,
     decide,
+    guest_may_visit,
     may_visit,
     origin_of,
     origin_ok,
@@ -342,3 +343,52 @@ def test_limiter_evicts_oldest_clients_beyond_max() -> None:
     assert limiter.retry_after("b") == 0
     assert limiter.retry_after("a") > 0
     assert limiter.retry_after("c") > 0
+
+
+# -- who may visit: the whole table --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("user_id", "shared", "guest", "public", "accept", "verdict"),
+    [
+        (OWNER, frozenset(), False, False, "", Verdict.ALLOW),  # the owner
+        (OTHER, frozenset({OTHER}), False, False, "", Verdict.ALLOW),  # a user it is shared with
+        (OTHER, frozenset({3}), False, False, "", Verdict.FORBIDDEN),  # shared with someone else
+        (None, frozenset(), True, False, "", Verdict.ALLOW),  # a link's guest
+        (OTHER, frozenset(), True, False, "", Verdict.ALLOW),  # a signed-in user holding a guest session
+        (None, frozenset(), False, True, "", Verdict.ALLOW),  # public
+        (None, frozenset(), False, False, HTML, Verdict.LOGIN),  # nobody, in a browser
+        (None, frozenset(), False, False, "", Verdict.UNAUTHORIZED),  # nobody, a script
+    ],
+)
+def test_who_may_visit(
+    user_id: int | None, shared: frozenset[int], guest: bool, public: bool, accept: str, verdict: Verdict
+) -> None:
+    req = AccessRequest(
+        method="GET", is_upgrade=False, origin=None, accept=accept, tunnel_origin=TUNNEL,
+        user_id=user_id, guest=guest,
+    )  # fmt: skip
+    assert decide(req, owner_id=OWNER, shared_with=shared, public=public) is verdict
+
+
+def test_a_guest_still_meets_the_origin_rule() -> None:
+    req = AccessRequest(
+        method="GET", is_upgrade=True, origin="http://evil.localhost", accept="", tunnel_origin=TUNNEL,
+        user_id=None, guest=True,
+    )  # fmt: skip
+    assert decide(req, owner_id=OWNER) is Verdict.BAD_ORIGIN
+
+
+@pytest.mark.parametrize(
+    ("guest_host", "expires_at", "host", "now", "allowed"),
+    [
+        ("lab.x", 100.0, "lab.x", 99.0, True),
+        ("lab.x", 100.0, "lab.x", 100.0, False),  # the link's end is the session's end
+        ("lab.x", 100.0, "other.x", 50.0, False),  # worth nothing on another host
+        (None, 100.0, "lab.x", 50.0, False),  # no guest session
+    ],
+)
+def test_guest_may_visit(
+    guest_host: str | None, expires_at: float, host: str, now: float, allowed: bool
+) -> None:
+    assert guest_may_visit(guest_host=guest_host, expires_at=expires_at, host=host, now=now) is allowed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,8 +10,22 @@ import pytest
 
 from relay.datadir import ensure_data_dir
 from relay.errors import BadRequest, Conflict, NotFound
-from relay.sharing import MAX_SHARE_SECONDS, parse_duration, public_refusal, share_host, share_refusal
-from relay.store import Store
+from relay.sharing import (
+    DEFAULT_LINK_SECONDS,
+    MAX_LINK_SECONDS,
+    MAX_SHARE_SECONDS,
+    link_actor,
+    link_expiry,
+    link_gone,
+    link_label,
+    link_refusal,
+    new_link_code,
+    parse_duration,
+    public_refusal,
+    share_host,
+    share_refusal,
+)
+from relay.store import ShareInfo, Store
 
 DOMAIN = "relay.example.com"
 
@@ -131,3 +146,90 @@ def test_a_public_host_is_one_row_on_and_none_off(store: Store) -> None:
     assert store.is_public(host) and [s.kind for s in store.list_shares(host=host)] == ["public"]
     assert store.set_public(host, alice.id, False) and not store.is_public(host)
     assert not store.set_public(host, alice.id, False)
+
+
+# -- share links --------------------------------------------------------------------------------
+
+
+def _link(expires_at: float | None = 200.0, kind: str = "link") -> ShareInfo:
+    return ShareInfo("shr_1", "lab.x", "alice", kind, None, 0.0, expires_at, "ta", 0, 1)
+
+
+@pytest.mark.parametrize(
+    ("link", "guests", "gone"),
+    [
+        (_link(), 0, None),
+        (_link(), 2, "used up"),  # at the most guests
+        (None, 0, "no longer valid"),  # unknown or forged
+        (_link(100.0), 0, "no longer valid"),  # expired (now is 100)
+        (_link(None), 0, "no longer valid"),  # a link always ends
+        (_link(kind="user"), 0, "no longer valid"),  # not a link at all
+    ],
+)
+def test_link_gone(link: ShareInfo | None, guests: int, gone: str | None) -> None:
+    why = link_gone(link, guests=guests, max_guests=2, now=100.0)
+    assert (why is None) if gone is None else (why is not None and gone in why)
+
+
+@pytest.mark.parametrize(
+    ("text", "ends"), [(None, 1000 + DEFAULT_LINK_SECONDS), ("1h", 4600), ("30d", 1000 + MAX_LINK_SECONDS)]
+)
+def test_link_expiry(text: str | None, ends: float) -> None:
+    assert link_expiry(text, now=1000) == ends
+
+
+@pytest.mark.parametrize("text", ["31d", "5x", "0s"])
+def test_link_expiry_refuses(text: str) -> None:
+    with pytest.raises(BadRequest):
+        link_expiry(text, now=0)
+
+
+@pytest.mark.parametrize(
+    ("caller", "owner", "admin", "refused"),
+    [(1, 1, False, None), (2, 1, False, "not yours"), (1, None, False, "not owned"), (9, 1, True, None)],
+)
+def test_link_refusal(caller: int, owner: int | None, admin: bool, refused: str | None) -> None:
+    why = link_refusal(caller_id=caller, owner_id=owner, host="lab.x", admin=admin)
+    assert (why is None) if refused is None else (why is not None and refused in why)
+
+
+def test_link_labels_and_codes() -> None:
+    assert link_label("  ta ") == "ta" and link_label(None) == ""
+    for bad in ("x" * 41, "a\nb", "\x1b[31m"):
+        with pytest.raises(BadRequest):
+            link_label(bad)
+    codes = {new_link_code() for _ in range(100)}
+    assert len(codes) == 100 and all(len(c) >= 32 for c in codes)  # 192 bits, URL-safe
+    assert link_actor("ta", "shr_1") == "link:ta" and link_actor("", "shr_1") == "link:shr_1"
+
+
+def test_a_link_is_kept_hashed_and_its_guests_end_with_it(store: Store) -> None:
+    alice = store.add_user("alice")
+    host = "lab.relay.example.com"
+    code = new_link_code()
+    link = store.add_link(host, alice.id, code, label="ta", expires_at=time.time() + 60, max_per_host=2)
+    assert store.link_by_code(code) == link and store.link_by_code(code + "x") is None
+    assert code.encode() not in store.path.read_bytes()
+    assert store.insert_guest_session("sid-1", link.id, host, max_per_link=2)
+    guest = store.guest_session("sid-1", host)
+    assert guest is not None and guest.share_id == link.id and guest.host == host
+    assert store.guest_session("sid-1", "other.relay.example.com") is None  # bound to its host
+    assert store.get_share(link.id).uses == 1
+    for sid in ("sid-2", "sid-3"):  # past the most, the oldest guest session goes
+        store.insert_guest_session(sid, link.id, host, max_per_link=2)
+    assert store.count_guest_sessions(link.id) == 2 and store.guest_session("sid-1", host) is None
+    store.revoke_share(link.id)
+    assert store.guest_session("sid-3", host) is None and store.count_guest_sessions(link.id) == 0
+    assert not store.insert_guest_session("sid-4", link.id, host, max_per_link=2)  # revoked: nothing
+
+
+def test_links_per_host_are_capped_and_expired_links_open_nothing(store: Store) -> None:
+    alice = store.add_user("alice")
+    host = "lab.relay.example.com"
+    store.add_link(host, alice.id, "c1", label="", expires_at=time.time() + 60, max_per_host=2)
+    old = store.add_link(host, alice.id, "c2", label="", expires_at=time.time() - 1, max_per_host=2)
+    store.add_link(host, alice.id, "c3", label="", expires_at=time.time() + 60, max_per_host=2)
+    with pytest.raises(Conflict, match="revoke one"):
+        store.add_link(host, alice.id, "c4", label="", expires_at=time.time() + 60, max_per_host=2)
+    assert store.link_by_code("c2") is None and old.kind == "link"
+    assert not store.insert_guest_session("sid", old.id, host, max_per_link=2)
