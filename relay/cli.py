@@ -21,7 +21,7 @@ from typing import Annotated, Any, TypeVar
 import asyncssh
 import typer
 
-from . import __version__, domain_claims, sharing
+from . import __version__, audit, domain_claims, sharing
 from .config import Config, PublicUrl, parse_networks
 from .datadir import default_data_dir, ensure_data_dir, is_serving
 from .dnscheck import DnsChecker, parse_dns_server
@@ -30,7 +30,7 @@ from .limits import Limits, describe
 from .logwriter import BatchedStreamHandler, LineFormatter
 from .names import validate_name
 from .service import RelayService
-from .store import Store, parse_duration
+from .store import ShareInfo, Store, parse_duration
 
 app = typer.Typer(
     help="Relay: token-gated HTTP tunnels over SSH. Run `relay serve` on the VPS; "
@@ -112,6 +112,36 @@ def _when(ts: float | None) -> str:
     if ts is None:
         return "-"
     return dt.datetime.fromtimestamp(ts, tz=dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _audit(
+    store: Store,
+    event: str,
+    *,
+    host: str = "",
+    owner_id: int | None = None,
+    user_id: int | None = None,
+    **detail: object,
+) -> None:
+    """An admin command's change, in the audit log (actor ``admin-cli``), written at once."""
+    _audit_event(store, audit.Event(event, audit.ADMIN_CLI, host, "", detail, owner_id, user_id))
+
+
+def _audit_event(store: Store, event: audit.Event) -> None:
+    audit.write_batch(store, [event])
+
+
+def _audit_share(store: Store, event: str, share: ShareInfo) -> None:
+    detail: dict[str, object] = {"id": share.id, "kind": share.kind, "who": sharing.who(share)}
+    detail["expires"] = share.expires_at
+    _audit_event(store, audit.Event(event, audit.ADMIN_CLI, share.host, "", detail, share.owner_id))
+
+
+def _user_id(store: Store, name: str) -> int | None:
+    try:
+        return store.get_user(name).id
+    except RelayError:
+        return None
 
 
 def _emit(as_json: bool, doc: Any, lines: Callable[[], list[str]]) -> None:
@@ -285,6 +315,7 @@ def user_add(
         validate_name(name)
         user = store.add_user(name, admin=admin)
         info, token = store.create_token(name, label="first token")
+        _audit(store, "user_add", user_id=user.id, user=name, admin=admin, token_id=info.id)
         _emit(
             as_json,
             {"user": asdict(user), "token": token, "token_id": info.id},
@@ -312,6 +343,7 @@ def user_remove(name: str, data_dir: DataDir = None, as_json: JsonOut = False) -
     """Remove a user with their tokens, keys, names and sessions (live tunnels end on reconnect)."""
     with _store(data_dir) as store:
         store.remove_user(name)
+        _audit(store, "user_remove", user=name)
         _emit(as_json, {"removed": name}, lambda: [f"removed user {name}"])
 
 
@@ -332,6 +364,7 @@ def token_create(
     with _store(data_dir) as store:
         expires_at = time.time() + parse_duration(expires) if expires else None
         info, token = store.create_token(user, label=label, expires_at=expires_at)
+        _audit(store, "token_create", user_id=_user_id(store, user), user=user, token_id=info.id, label=label)
         _emit(
             as_json,
             {"token": token, **asdict(info)},
@@ -363,7 +396,9 @@ def token_list(
 def token_revoke(token_id: str, data_dir: DataDir = None, as_json: JsonOut = False) -> None:
     """Revoke a token by its id (rly_xxxxxxxxxx); it stops working at once."""
     with _store(data_dir) as store:
+        owner = next((t.user for t in store.list_tokens() if t.id == token_id), "")
         store.revoke_token(token_id)
+        _audit(store, "token_revoke", user_id=_user_id(store, owner), user=owner, token_id=token_id)
         _emit(as_json, {"revoked": token_id}, lambda: [f"revoked {token_id}"])
 
 
@@ -396,6 +431,9 @@ def key_add(
             public_key=key.export_public_key().decode().strip(),
             comment=comment,
         )
+        _audit(
+            store, "key_add", user_id=_user_id(store, user), user=user, key_id=info.id, key=info.fingerprint
+        )
         _emit(as_json, asdict(info), lambda: [f"key {info.id} {info.fingerprint} added for {user}"])
 
 
@@ -417,7 +455,10 @@ def key_list(
 def key_remove(key_id: int, data_dir: DataDir = None, as_json: JsonOut = False) -> None:
     """Remove a key by its id."""
     with _store(data_dir) as store:
+        found = next((k for k in store.list_keys() if k.id == key_id), None)
         store.remove_key(key_id)
+        owner = found.user if found is not None else ""
+        _audit(store, "key_remove", user_id=_user_id(store, owner), user=owner, key_id=key_id)
         _emit(as_json, {"removed": key_id}, lambda: [f"removed key {key_id}"])
 
 
@@ -442,7 +483,11 @@ def name_list(
 def name_release(name: str, data_dir: DataDir = None, as_json: JsonOut = False) -> None:
     """Release an owned name so that anyone may claim it."""
     with _store(data_dir) as store:
+        owner_id = store.name_owner(name)
         store.release_name(name)
+        _audit(
+            store, "name_release", host=f"{name}.{store.relay_domain()}", owner_id=owner_id, user_id=owner_id
+        )
         _emit(as_json, {"released": name}, lambda: [f"released {name}"])
 
 
@@ -459,6 +504,9 @@ def domain_add(
     """Claim DOMAIN for a user and print the DNS records that prove it (then run `domain verify`)."""
     with _store(data_dir) as store:
         claim = domain_claims.add(store, domain, user, relay_domain=store.relay_domain())
+        _audit(
+            store, "domain_add", host=claim.domain, owner_id=claim.user_id, user_id=claim.user_id, user=user
+        )
         _emit(
             as_json,
             domain_claims.claim_doc(claim, relay_domain=store.relay_domain()),
@@ -493,6 +541,8 @@ def domain_verify(
         claim = asyncio.run(
             domain_claims.verify(store, checker, domain, user, relay_domain=store.relay_domain())
         )
+        owner = claim.user_id
+        _audit(store, "domain_verify", host=claim.domain, owner_id=owner, user_id=owner, user=claim.user)
         _emit(
             as_json,
             domain_claims.claim_doc(claim, relay_domain=store.relay_domain()),
@@ -533,7 +583,10 @@ def domain_remove(
 ) -> None:
     """Remove claims of DOMAIN; a running relay closes a tunnel on it within seconds."""
     with _store(data_dir) as store:
+        claims = store.list_domains(user, domain.lower())
         domain_claims.remove(store, domain, user)
+        for gone in claims:
+            _audit(store, "domain_remove", host=gone.domain, owner_id=gone.user_id, user_id=gone.user_id)
         _emit(as_json, {"removed": domain.lower()}, lambda: [f"removed {domain.lower()}"])
 
 
@@ -568,6 +621,7 @@ def share_add(
         ends = time.time() + sharing.parse_duration(expires) if expires else None
         most = Limits().share_max_users_per_host
         share = store.add_share(host, owner, other.id, expires_at=ends, max_per_host=most)
+        _audit_share(store, "share_add", share)
         _emit(as_json, sharing.share_doc(share), lambda: [share.id])
 
 
@@ -597,6 +651,7 @@ def share_link(
         ends, text = sharing.link_expiry(expires, now=time.time()), sharing.link_label(label)
         code, most = sharing.new_link_code(), Limits().share_max_links_per_host
         share = store.add_link(host, owner, code, label=text, expires_at=ends, max_per_host=most)
+        _audit_share(store, "link_add", share)
         url = sharing.link_url(store.relay_origin(), code)
         _emit(as_json, sharing.link_doc(share, url), lambda: [url])
 
@@ -649,7 +704,8 @@ def share_public(
         if refusal is not None:
             _fail(refusal)
         assert owner is not None
-        store.set_public(host, owner, state == "on")
+        if store.set_public(host, owner, state == "on"):
+            _audit(store, f"public_{state}", host=host, owner_id=owner)
         _emit(as_json, {"host": host, "public": state == "on"}, lambda: [f"{host} public {state}"])
 
 
@@ -658,6 +714,7 @@ def share_revoke(share_id: str, data_dir: DataDir = None, as_json: JsonOut = Fal
     """Revoke a share; the user it named is refused at their next request."""
     with _store(data_dir) as store:
         share = store.revoke_share(share_id)
+        _audit_share(store, "share_revoke", share)
         _emit(
             as_json,
             sharing.share_doc(share),
@@ -690,6 +747,30 @@ def tunnels(data_dir: DataDir = None, as_json: JsonOut = False) -> None:
                 if running
                 else [f"no relay serve is running on {path}"]
             ),
+        )
+
+
+@app.command("audit")
+def audit_log(
+    user: Annotated[str | None, typer.Option("--user", help="Only events by or about this user.")] = None,
+    host: Annotated[str | None, typer.Option("--host", metavar="NAME|DOMAIN", help="Only this host.")] = None,
+    since: Annotated[str, typer.Option("--since", help="How far back, e.g. 1h, 7d.")] = "24h",
+    limit: Annotated[int, typer.Option("--limit", help="Most events printed (newest first).")] = 100,
+    data_dir: DataDir = None,
+    as_json: JsonOut = False,
+) -> None:
+    """The audit log, newest first: visits (first request of each session on each host), sign-ins and
+    failed sign-ins, tunnels opened and closed, share, link, public, token, key, user and domain
+    changes. --json prints an array of events."""
+    with _store(data_dir) as store:
+        where = sharing.share_host(host, relay_domain=store.relay_domain())[0] if host else None
+        who = store.get_user(user) if user else None
+        start = time.time() - sharing.parse_duration(since, most=10 * 365 * 86400)
+        events = audit.read(store, reader=None, host=where, user=who, since=start, limit=limit)
+        _emit(
+            as_json,
+            [audit.event_doc(e) for e in events],
+            lambda: [audit.event_line(e) for e in events] or ["no events"],
         )
 
 

@@ -150,6 +150,18 @@ class Limits:
         "count",
         "browsers that may open one share link (guest sessions); past it the link is used up (410)",
     )
+    audit_retention: float = _limit(
+        90 * 86400.0, "s", "audit events older than this are deleted (checked every minute)"
+    )
+    audit_max_rows: int = _limit(
+        1_000_000, "count", "audit events kept at most; past it the oldest are deleted (checked every minute)"
+    )
+    audit_max_pending: int = _limit(
+        10_000,
+        "count",
+        "audit events waiting in memory for their batched write (once a second); past it new ones "
+        "are dropped and the drop is logged",
+    )
     share_recheck_interval: float = _limit(
         5.0,
         "s",

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 import sys
+import time
 from dataclasses import dataclass
 from functools import partial
 
@@ -14,6 +15,7 @@ import asyncssh
 
 from . import hostkey
 from .admission import raise_fd_limit
+from .audit import AuditLog, Event, write_batch
 from .auth import FailureLimiter
 from .config import Config, PublicUrl
 from .datadir import DataDirLock, ensure_data_dir
@@ -35,6 +37,8 @@ LIVE_STATS_INTERVAL = 5.0
 CREDENTIAL_RECHECK_INTERVAL = 10.0
 #: Seconds between purges of expired sessions.
 SESSION_PURGE_INTERVAL = 60.0
+#: Seconds between batched writes of queued audit events.
+AUDIT_FLUSH_INTERVAL = 1.0
 #: The admin user created on first start ("admin" itself is a reserved tunnel name).
 BOOTSTRAP_ADMIN = "owner"
 
@@ -66,6 +70,7 @@ class RelayService:
         self.https_port: int | None = None
         self.ssh_port = 0
         self.public: PublicUrl | None = None
+        self.audit: AuditLog | None = None
 
     def open_store(self) -> Store:
         """Data dir, lock, store and host key; creates the first admin on an empty store."""
@@ -129,6 +134,8 @@ class RelayService:
             self._servers.append(https)
             self.https_port = https.sockets[0].getsockname()[1]
         self.public = public = cfg.resolved_public_url(self.http_port, self.https_port)
+        self.audit = AuditLog(self._write_audit, max_pending=lim.audit_max_pending)
+        self.registry.subscribe(self.audit.on_registry_change)
         origin = public.relay_origin
         self._writer().submit(lambda store: store.record_relay_origin(origin), "record_relay_origin")
         limiter = FailureLimiter(lim.auth_failure_limit, lim.auth_failure_window)
@@ -140,6 +147,7 @@ class RelayService:
             trust_proxy=cfg.trust_proxy,
             limits=lim,
             writer=self._writer(),
+            audit=self.audit,
         )
         ssh_ctx = SshContext(
             store=store,
@@ -150,6 +158,7 @@ class RelayService:
             dns=DnsChecker(cfg.dns_server),
             limits=lim,
             writer=self._writer(),
+            audit=self.audit,
         )
         self._ssh = await start_ssh_server(ssh_ctx, cfg.bind, cfg.ssh_port, self.host_key)
         self.ssh_port = ssh_ctx.ssh_port = self._ssh.sockets[0].getsockname()[1]
@@ -157,6 +166,10 @@ class RelayService:
         self._recheck_task = asyncio.ensure_future(self._recheck_credentials())
         self._purge_task = asyncio.ensure_future(self._purge_sessions())
         self._upgrades_task = asyncio.ensure_future(self.proxy.watch_upgrades())
+        self._audit_task = asyncio.ensure_future(self.audit.run(AUDIT_FLUSH_INTERVAL))
+
+    def _write_audit(self, events: list[Event]) -> None:
+        self._writer().submit(partial(write_batch, events=events), "audit")
 
     async def _serve_http(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         assert self.proxy is not None
@@ -179,6 +192,9 @@ class RelayService:
         while True:
             await asyncio.sleep(SESSION_PURGE_INTERVAL)
             self._writer().submit(lambda store: store.purge_expired_sessions(), "purge_expired_sessions")
+            lim = self.config.limits
+            before, rows = time.time() - lim.audit_retention, lim.audit_max_rows
+            self._writer().submit(partial(Store.purge_audit, before=before, max_rows=rows), "purge_audit")
 
     async def _recheck_credentials(self) -> None:
         while True:
@@ -211,10 +227,14 @@ class RelayService:
         if self.proxy is not None:
             await self.proxy.drain(self.config.limits.shutdown_grace)
         await self.ssh_connections.close_all("relay is shutting down; reconnect in a moment", wait=5.0)
-        for task_name in ("_stats_task", "_recheck_task", "_purge_task", "_upgrades_task"):
+        for task_name in ("_stats_task", "_recheck_task", "_purge_task", "_upgrades_task", "_audit_task"):
             task = getattr(self, task_name, None)
             if task is not None:
                 task.cancel()
+        if self.audit is not None:
+            for tunnel in self.registry.all():  # their close events, before the last batch
+                self.audit.on_registry_change(tunnel.host, None)
+            self.audit.flush()
         if self.writer is not None:
             self.writer.close()  # what was queued is written first
         if self.store is not None:

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from .datadir import DB_FILE, check_private
 from .errors import BadRequest, Conflict, NotFound, StoreError
@@ -138,6 +139,24 @@ _MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX guest_sessions_share ON guest_sessions (share_id, created_at);
     CREATE INDEX guest_sessions_expiry ON guest_sessions (expires_at)
     """,
+    # v8: the audit log. No foreign keys: events outlive their users (a removed user's ids are
+    # cleared, so a later user given the same id reads none of them).
+    """
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        event TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        host TEXT NOT NULL DEFAULT '',
+        client TEXT NOT NULL DEFAULT '',
+        detail TEXT NOT NULL DEFAULT '{}',
+        owner_id INTEGER,
+        user_id INTEGER
+    );
+    CREATE INDEX audit_at ON audit (at);
+    CREATE INDEX audit_owner ON audit (owner_id, at);
+    CREATE INDEX audit_user ON audit (user_id, at)
+    """,
 )
 
 
@@ -192,6 +211,19 @@ class ShareInfo:
     label: str | None = None  # a link's label
     uses: int = 0  # visits so far: sessions of the shared user, guests of a link, public visitors
     owner_id: int = 0
+
+
+class AuditRow(NamedTuple):
+    """One stored audit event (``detail`` is a JSON object)."""
+
+    at: float
+    event: str
+    actor: str
+    host: str
+    client: str
+    detail: str
+    owner_id: int | None
+    user_id: int | None
 
 
 @dataclass(frozen=True)
@@ -432,6 +464,8 @@ class Store:
         user = self.get_user(name)
         with self._tx() as db:
             db.execute("DELETE FROM users WHERE id = ?", (user.id,))
+            db.execute("UPDATE audit SET owner_id = NULL WHERE owner_id = ?", (user.id,))
+            db.execute("UPDATE audit SET user_id = NULL WHERE user_id = ?", (user.id,))
 
     # -- tokens ------------------------------------------------------------------------------
 
@@ -971,6 +1005,62 @@ class Store:
     def delete_session(self, sid: str) -> None:
         with self._tx() as db:
             db.execute("DELETE FROM sessions WHERE hash = ?", (_hash(sid),))
+
+    # -- audit ---------------------------------------------------------------------------------
+
+    def add_audit(
+        self, rows: list[AuditRow], *, uses: list[tuple[str, str, int | None]] | None = None
+    ) -> None:
+        """Append events; ``uses``: (host, kind, user id) of shares a visit went through (counted)."""
+        with self._tx() as db:
+            db.executemany(
+                "INSERT INTO audit (at, event, actor, host, client, detail, owner_id, user_id) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            for host, kind, user_id in uses or []:
+                db.execute(
+                    "UPDATE shares SET uses = uses + 1 WHERE host = ? AND kind = ? AND user_id IS ?",
+                    (host, kind, user_id),
+                )
+
+    def list_audit(
+        self,
+        *,
+        reader_id: int | None = None,
+        host: str | None = None,
+        user: User | None = None,
+        since: float = 0.0,
+        limit: int = 100,
+    ) -> list[AuditRow]:
+        """Newest first. ``reader_id``: only events of that user's hosts and account (None: all);
+        ``user``: events by or about that user."""
+        query = "SELECT at, event, actor, host, client, detail, owner_id, user_id FROM audit WHERE at >= ?"
+        params: list[object] = [since]
+        if reader_id is not None:
+            query += " AND (owner_id = ? OR user_id = ?)"
+            params += [reader_id, reader_id]
+        if host is not None:
+            query += " AND host = ?"
+            params.append(host)
+        if user is not None:
+            query += " AND (actor = ? OR user_id = ?)"
+            params += [user.name, user.id]
+        rows = self._db.execute(query + " ORDER BY at DESC, id DESC LIMIT ?", [*params, limit]).fetchall()
+        return [AuditRow(*row) for row in rows]
+
+    def purge_audit(self, *, before: float, max_rows: int) -> int:
+        """Delete events older than ``before``, then the oldest past ``max_rows``; returns how many."""
+        with self._tx() as db:
+            old = db.execute("DELETE FROM audit WHERE at < ?", (before,)).rowcount
+            extra = db.execute(
+                "DELETE FROM audit WHERE id IN (SELECT id FROM audit ORDER BY id DESC LIMIT -1 OFFSET ?)",
+                (max_rows,),
+            ).rowcount
+        return int(old) + int(extra)
+
+    def count_audit(self) -> int:
+        return int(self._db.execute("SELECT count(*) FROM audit").fetchone()[0])
 
     # -- live tunnels (written by the running relay, read by ``relay tunnels``) -----------------
 

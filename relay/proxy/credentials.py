@@ -8,6 +8,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..audit import ANONYMOUS, AuditLog, Event
 from ..auth import FailureLimiter
 from ..config import PublicUrl
 from ..errors import TooManyRequests, Unauthorized
@@ -33,9 +34,16 @@ from .reply import Reply
 
 class Credentials:
     def __init__(
-        self, *, store: Store, limiter: FailureLimiter, public: PublicUrl, max_sessions: int = 200
+        self,
+        *,
+        store: Store,
+        limiter: FailureLimiter,
+        public: PublicUrl,
+        max_sessions: int = 200,
+        audit: AuditLog | None = None,
     ) -> None:
         self.store = store
+        self.audit = audit
         self.max_sessions = max_sessions
         self.limiter = limiter
         self.public = public
@@ -49,37 +57,42 @@ class Credentials:
         if wait:
             raise TooManyRequests("too many failed credentials from your address", retry_after=wait)
 
-    def verify_token(self, token: str, client: str) -> User | None:
-        """A token from a visitor: rate-limited per address; a failure is counted."""
+    def verify_token(self, token: str, client: str, *, host: str = "", via: str = "header") -> User | None:
+        """A token from a visitor: rate-limited per address; a failure is counted and audited (where
+        it came from, never what was sent)."""
         self.check_rate(client)
         user = self.store.verify_token(token)
         if user is None:
             self.limiter.fail(client)  # logged once, on the request's own access line
+            if self.audit is not None:
+                self.audit.record(Event("signin_failed", ANONYMOUS, host, client, {"via": via}))
         return user
 
     def session_user(self, headers: Headers, host: str) -> User | None:
         sid = cookie_value(headers, self.cookie_name)
         return self.store.session_user(sid, host) if sid else None
 
-    def identify(self, head: RequestHead, client: str) -> int | None:
-        """The user behind the request (header first, then the session cookie), or None.
+    def identify(self, head: RequestHead, client: str) -> tuple[User | None, str]:
+        """The user behind the request (header first, then the session cookie), or None; and the
+        credential it came with (in memory only: the audit's "first request of this session").
 
         A token that is sent but wrong is refused (:class:`Unauthorized`), never treated as absent."""
         token = get_one(head.headers, TOKEN_HEADER)
         if token is not None:
-            user = self.verify_token(token.strip(), client)
+            user = self.verify_token(token.strip(), client, host=head.host)
             if user is None:
                 raise Unauthorized("invalid X-Relay-Token")
-            return user.id
-        user = self.session_user(head.headers, head.host)
-        return user.id if user else None
+            return user, token
+        sid = cookie_value(head.headers, self.cookie_name)
+        user = self.store.session_user(sid, head.host) if sid else None
+        return user, sid or ""
 
-    def guest(self, headers: Headers, host: str) -> tuple[bool, Guest | None]:
-        """(a guest cookie was sent, the live link session it names on ``host`` or None)."""
+    def guest(self, headers: Headers, host: str) -> tuple[str, Guest | None]:
+        """(the guest cookie sent or "", the live link session it names on ``host`` or None)."""
         sid = cookie_value(headers, self.guest_name)
         if not sid:
-            return False, None
-        return True, self.store.guest_session(sid, host)
+            return "", None
+        return sid, self.store.guest_session(sid, host)
 
     def start_guest_session(self, share_id: str, host: str, *, max_per_link: int, ttl: int) -> SessionChange:
         """A guest session of share link ``share_id`` on ``host`` (it ends with the link, whatever

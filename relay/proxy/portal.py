@@ -11,6 +11,7 @@ from dataclasses import replace
 from urllib.parse import quote, urlsplit
 
 from .. import auth, pages, sharing
+from ..audit import Event
 from ..config import PublicUrl
 from ..domains import certificate_allowed
 from ..errors import TooManyRequests
@@ -254,7 +255,7 @@ class Portal:
         token = form.get("token", "").strip()
         domain = self.public.domain
         try:
-            user = self.credentials.verify_token(token, client) if token else None
+            user = self.credentials.verify_token(token, client, via="login form") if token else None
         except TooManyRequests as exc:
             page = pages.login_page(next_url=next_url, error=str(exc), relay_host=domain, state=state)
             return Reply.html(429, page, [("Retry-After", str(exc.retry_after))])
@@ -264,10 +265,16 @@ class Portal:
             )
             return Reply.html(401, page)
         emit(log, logging.INFO, "login", user=user.name, client=client)
+        self._signed_in(user, client, "", "login form")
         if next_url:
             return self._hand_off(user, next_url, state, lambda: self.credentials.start_session(user, domain))
         session = self.credentials.start_session(user, self.public.domain)
         return session.on(Reply.redirect(303, self.public.relay_origin + "/"))
+
+    def _signed_in(self, user: User, client: str, host: str, via: str) -> None:
+        if self.credentials.audit is not None:
+            event = Event("signin", user.name, host, client, {"via": via}, user_id=user.id)
+            self.credentials.audit.record(event)
 
     def _logout(self, head: RequestHead, location: str) -> Reply:
         return self.credentials.end_session(head.headers).on(Reply.redirect(303, location))
@@ -327,7 +334,7 @@ class Portal:
     def exchange_query_token(self, head: RequestHead, token: str, client: str, owner_id: int) -> Reply:
         """``?relay_token=`` on a tunnel URL: set the host session and 303 to the URL without it."""
         html = auth.wants_html(get_one(head.headers, "accept") or "")
-        user = self.credentials.verify_token(token, client)
+        user = self.credentials.verify_token(token, client, host=head.host, via=TOKEN_QUERY)
         if user is None:
             return Reply.error(401, "invalid relay token", html=html)
         if not self.may_visit(user.id, head.host, owner_id):
@@ -339,6 +346,7 @@ class Portal:
             return Reply.html(
                 403, pages.forbidden_page(message, login_url=self.login_url(url, state)), [cookie]
             )
+        self._signed_in(user, client, head.host, TOKEN_QUERY)
         query = without_param(head.query, TOKEN_QUERY)
         location = self.public.origin(head.host) + head.path + (f"?{query}" if query else "")
         reply = Reply.redirect(303, location, [("Referrer-Policy", "no-referrer")])

@@ -8,13 +8,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from .. import auth, pages
+from .. import audit, auth, pages, sharing
 from ..config import PublicUrl
 from ..errors import RelayError, Unauthorized
 from ..http1 import Framing, RequestHead, get_one
 from ..names import HostKind, classify_host
 from ..protocol import HEALTH_PATH, MAX_FORM_BYTES, RELAY_PATH_PREFIX, TLS_ASK_PATH, TOKEN_QUERY
 from ..rewrite import IPNetwork, query_params, request_scheme, without_param
+from ..store import Guest, User
 from ..tunnels import Registry, Tunnel
 from .credentials import Credentials
 from .portal import Portal
@@ -54,7 +55,9 @@ class Router:
         credentials: Credentials,
         public: PublicUrl,
         trust_proxy: tuple[IPNetwork, ...],
+        audit_log: audit.AuditLog | None = None,
     ) -> None:
+        self.audit = audit_log
         self.registry = registry
         self.portal = portal
         self.credentials = credentials
@@ -88,24 +91,29 @@ class Router:
         if path.startswith(RELAY_PATH_PREFIX):
             return Answer(self.portal.tunnel_relay_path(head))
         # 5. The visitor's credential, then the verdict.
+        return self._visit(head, tunnel, client, accept, html)
+
+    def _visit(self, head: RequestHead, tunnel: Tunnel, client: str, accept: str, html: bool) -> Decision:
         try:
             exchange = self._query_token(head, client, tunnel)
             if exchange is not None:
                 return Answer(exchange)
-            user_id = self.credentials.identify(head, client)
+            user, key = self.credentials.identify(head, client)
         except RelayError as exc:  # a wrong token, or too many of them
             return Answer(Reply.from_error(exc, html=html), note=str(exc))
+        host, user_id = head.host, user.id if user is not None else None
         tunnel_origin = self.public.origin(host)
         # Shares are read only for a visitor who is not the owner (the owner's requests cost nothing).
-        shared, public, guest = frozenset[int](), False, False
+        shared, public, guest = frozenset[int](), False, None
         if user_id != tunnel.user_id:
             shared, public = self.portal.access(host)
             if not public and (user_id is None or user_id not in shared):
-                sent, found = self.credentials.guest(head.headers, host)
-                guest = found is not None and auth.guest_may_visit(
+                guest_sid, found = self.credentials.guest(head.headers, host)
+                if found is not None and auth.guest_may_visit(
                     guest_host=found.host, expires_at=found.expires_at, host=host, now=time.time()
-                )
-                if sent and not guest and user_id is None:
+                ):
+                    guest, key = found, guest_sid
+                elif guest_sid and user_id is None:
                     return Answer(self._guest_gone(html), note="share link ended")
         verdict = auth.decide(
             auth.AccessRequest(
@@ -115,7 +123,7 @@ class Router:
                 accept=accept,
                 tunnel_origin=tunnel_origin,
                 user_id=user_id,
-                guest=guest,
+                guest=guest is not None,
             ),
             owner_id=tunnel.user_id,
             shared_with=shared,
@@ -123,7 +131,42 @@ class Router:
         )
         if verdict is not auth.Verdict.ALLOW:
             return Answer(self._refuse(verdict, head, tunnel_origin + head.target, html), note=verdict.value)
+        if self.audit is not None:
+            self._audit_visit(head, tunnel, client, key, user, shared, guest)
         return Forward(tunnel, html)
+
+    def _audit_visit(
+        self,
+        head: RequestHead,
+        tunnel: Tunnel,
+        client: str,
+        key: str,
+        user: User | None,
+        shared: frozenset[int],
+        guest: Guest | None,
+    ) -> None:
+        """The first request of this session on this host goes to the audit log, with the visitor the
+        verdict let in: the owner, a user it is shared with, a link's guest, or (public) anyone."""
+        assert self.audit is not None
+        use: tuple[str, int | None] | None = None
+        if user is not None and user.id == tunnel.user_id:
+            actor = user.name
+        elif user is not None and user.id in shared:
+            actor, use = user.name, ("user", user.id)
+        elif guest is not None:
+            actor = sharing.link_actor(guest.label, guest.share_id)
+        else:  # a public host: anyone, signed in or not
+            actor, use = user.name if user is not None else audit.PUBLIC, ("public", None)
+            key = key or f"public {client}"
+        self.audit.visit(
+            key,
+            host=head.host,
+            actor=actor,
+            client=client,
+            user_agent=get_one(head.headers, "user-agent"),
+            owner_id=tunnel.user_id,
+            use=use,
+        )
 
     def _relay_host(self, head: RequestHead, html: bool) -> Answer | RelayHost:
         if head.method == "POST" and head.path.startswith(RELAY_PATH_PREFIX):

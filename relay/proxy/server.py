@@ -10,6 +10,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from ..admission import Gate, Refusal
+from ..audit import AuditLog
 from ..auth import FailureLimiter
 from ..config import PublicUrl
 from ..deadline import Deadline
@@ -44,6 +45,7 @@ class Proxy:
         trust_proxy: tuple[IPNetwork, ...],
         limits: Limits | None = None,
         writer: StoreWriter | None = None,
+        audit: AuditLog | None = None,
     ) -> None:
         self.limits = limits = limits or Limits()
         self.gate = Gate(
@@ -54,7 +56,11 @@ class Proxy:
         )
         self.trust_proxy = trust_proxy
         self.credentials = Credentials(
-            store=store, limiter=limiter, public=public, max_sessions=limits.auth_max_sessions_per_user
+            store=store,
+            limiter=limiter,
+            public=public,
+            max_sessions=limits.auth_max_sessions_per_user,
+            audit=audit,
         )
         self.portal = Portal(
             store=store,
@@ -70,6 +76,7 @@ class Proxy:
             credentials=self.credentials,
             public=public,
             trust_proxy=trust_proxy,
+            audit_log=audit,
         )
         #: Open WebSockets, re-checked every ``share_recheck_interval`` (see :meth:`watch_upgrades`).
         self.upgrades = OpenUpgrades()

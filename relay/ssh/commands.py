@@ -8,6 +8,7 @@ import json
 from dataclasses import dataclass
 
 from .. import domain_claims
+from ..audit import AuditLog, Event
 from ..dnscheck import DnsChecker
 from ..errors import RelayError
 from ..store import STORE_ERRORS, Store
@@ -34,6 +35,9 @@ async def run_domain_command(
     checker: DnsChecker,
     relay_domain: str,
     ssh_hint: str,
+    audit: AuditLog | None = None,
+    user_id: int | None = None,
+    client: str = "",
 ) -> Outcome:
     """``argv`` is what follows ``domain``. ``ssh_hint`` is how this user reaches the relay over SSH
     (``ssh -p 2222 USER@HOST``), for the next step printed after ``add``."""
@@ -46,6 +50,11 @@ async def run_domain_command(
     ):
         return Outcome(2, stderr=USAGE + "\n")
     verb = args[0]
+
+    def record(domain: str) -> None:
+        if audit is not None:
+            audit.record(Event(f"domain_{verb}", user, domain, client, {}, user_id, user_id))
+
     try:
         if verb == "list":
             claims = store.list_domains(user)
@@ -54,11 +63,13 @@ async def run_domain_command(
             return _done(as_json, {"domains": docs}, text or "no domains\n")
         if verb == "remove":
             await writer.run(lambda own: domain_claims.remove(own, args[1], user))
+            record(args[1].lower())
             return _done(as_json, {"removed": args[1].lower()}, f"removed {args[1].lower()}\n")
         if verb == "add":
             claim = await writer.run(
                 lambda own: domain_claims.add(own, args[1], user, relay_domain=relay_domain)
             )
+            record(claim.domain)
             lines = domain_claims.claim_lines(
                 claim, relay_domain=relay_domain, how_to_verify=f"{ssh_hint} -- domain verify {claim.domain}"
             )
@@ -66,6 +77,7 @@ async def run_domain_command(
             claim = await domain_claims.verify(
                 store, checker, args[1], user, relay_domain=relay_domain, write=writer.run
             )
+            record(claim.domain)
             lines = [f"{claim.domain} is verified; bind it with: ssh -R {claim.domain}:80:localhost:PORT ..."]
         doc = domain_claims.claim_doc(claim, relay_domain=relay_domain)
         return _done(as_json, doc, "\n".join(lines) + "\n")

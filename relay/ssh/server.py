@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import asyncssh
 
 from ..admission import Gate
+from ..audit import AuditLog
 from ..auth import FailureLimiter
 from ..config import PublicUrl
 from ..dnscheck import DnsChecker
@@ -46,6 +47,8 @@ class SshContext:
     dns: DnsChecker
     writer: StoreWriter
     limits: Limits = field(default_factory=Limits)
+    #: Where share changes go (the relay's audit queue); None in tests that build a bare context.
+    audit: AuditLog | None = None
     ssh_port: int = 22  # for the commands printed to users; set once the server listens
     #: SSH connections that have not logged in yet (OpenSSH's MaxStartups), in total and per address.
     unauthenticated: Gate = field(init=False)

@@ -13,6 +13,7 @@ import asyncssh
 
 from ..protocol import EXEC_TUNNELS
 from ..store import User
+from .audit_command import AUDIT_USAGE, EXEC_AUDIT, run_audit_command
 from .commands import EXEC_DOMAIN, USAGE, Outcome, run_domain_command
 from .share_command import EXEC_SHARE, SHARE_USAGE, ShareCommand
 
@@ -108,13 +109,20 @@ class RelaySession(asyncssh.SSHServerSession[str]):
         if argv and argv[0] == EXEC_DOMAIN and self.server.user is not None:
             self._task = asyncio.ensure_future(self._domain(argv[1:], self.server.user.name))
             return
+        if argv and argv[0] == EXEC_AUDIT and self.server.user is not None:
+            ctx = self.server.ctx
+            outcome = run_audit_command(
+                argv[1:], user=self.server.user, store=ctx.store, relay_domain=ctx.public.domain
+            )
+            self._finish(outcome)
+            return
         if argv and argv[0] == EXEC_SHARE and self.server.user is not None:
             self._task = asyncio.ensure_future(self._share(argv[1:], self.server.user))
             return
         self.chan.write_stderr(
             f"relay: unknown command {command[:60]!r}; this relay runs no programs. "
             f"Available: {EXEC_TUNNELS} [--json], {USAGE.removeprefix('usage: ')}, "
-            f"{SHARE_USAGE.removeprefix('usage: ')}\n"
+            f"{SHARE_USAGE.removeprefix('usage: ')}, {AUDIT_USAGE.removeprefix('usage: ')}\n"
         )
         self.chan.exit(2)
 
@@ -127,6 +135,8 @@ class RelaySession(asyncssh.SSHServerSession[str]):
             relay_domain=ctx.public.domain,
             relay_origin=ctx.public.relay_origin,
             limits=ctx.limits,
+            audit=ctx.audit,
+            client=self.server.peer,
         )
         outcome = await command.run(argv)
         self._finish(outcome)
@@ -142,6 +152,9 @@ class RelaySession(asyncssh.SSHServerSession[str]):
             checker=ctx.dns,
             relay_domain=ctx.public.domain,
             ssh_hint=f"ssh {port}{user}@{ctx.public.domain}",
+            audit=ctx.audit,
+            user_id=self.server.user.id if self.server.user is not None else None,
+            client=self.server.peer,
         )
         self._finish(outcome)
 

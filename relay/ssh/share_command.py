@@ -9,6 +9,7 @@ import json
 import time
 from dataclasses import dataclass
 
+from ..audit import AuditLog, Event
 from ..errors import NotFound, RelayError
 from ..limits import Limits
 from ..sharing import (
@@ -82,6 +83,17 @@ class ShareCommand:
     relay_domain: str
     relay_origin: str
     limits: Limits
+    audit: AuditLog | None = None
+    client: str = ""  # the SSH client's address, for the audit log
+
+    def _record(
+        self, event: str, share: ShareInfo | None, host: str, owner_id: int, **detail: object
+    ) -> None:
+        if self.audit is None:
+            return
+        if share is not None:
+            detail = {"id": share.id, "kind": share.kind, "who": who(share), **detail}
+        self.audit.record(Event(event, self.user.name, host, self.client, detail, owner_id, self.user.id))
 
     async def run(self, argv: list[str]) -> Outcome:
         as_json = "--json" in argv
@@ -116,6 +128,7 @@ class ShareCommand:
 
     async def _revoke(self, rest: list[str], options: dict[str, str]) -> tuple[object, str]:
         share = await self.writer.run(lambda own: own.revoke_share(rest[0], owner_id=self.user.id))
+        self._record("share_revoke", share, share.host, share.owner_id)
         return share_doc(share), f"revoked {share.id} ({share.host}, {who(share)})\n"
 
     async def _add(self, rest: list[str], options: dict[str, str]) -> tuple[object, str]:
@@ -132,6 +145,7 @@ class ShareCommand:
         share = await self.writer.run(
             lambda own: own.add_share(host, owner, other.id, expires_at=expires, max_per_host=most)
         )
+        self._record("share_add", share, host, owner, expires=share.expires_at)
         return share_doc(share), f"{share.id}\n"
 
     async def _link(self, rest: list[str], options: dict[str, str]) -> tuple[object, str]:
@@ -146,6 +160,7 @@ class ShareCommand:
         share = await self.writer.run(
             lambda own: own.add_link(host, owner, code, label=label, expires_at=expires, max_per_host=most)
         )
+        self._record("link_add", share, host, owner, expires=share.expires_at)
         url = link_url(self.relay_origin, code)
         return link_doc(share, url), f"{url}\n"
 
@@ -155,6 +170,7 @@ class ShareCommand:
         refusal = public_refusal(caller_id=self.user.id, owner_id=owner, host=host)
         if refusal is not None or owner is None:
             raise RelayError(refusal or "")
-        await self.writer.run(lambda own: own.set_public(host, owner, on))
+        if await self.writer.run(lambda own: own.set_public(host, owner, on)):
+            self._record("public_on" if on else "public_off", None, host, owner)
         state = "public: anyone can open it, no credential needed" if on else "no longer public"
         return {"host": host, "public": on}, f"{host} is {state}\n"
