@@ -38,6 +38,8 @@ from .reply import Reply
 
 log = logging.getLogger(__name__)
 
+#: Seconds a guest's cookie outlives its link in the browser (see Portal._guest_session).
+GUEST_COOKIE_GRACE = 86400
 #: On every reply that carries (or follows) a share code or a hand-off code.
 _NO_REFERRER = ("Referrer-Policy", "no-referrer")
 
@@ -323,7 +325,9 @@ class Portal:
         link = self.store.get_share_or_none(share_id)
         if link is None or link.expires_at is None:
             return self._gone("This share link is no longer valid: it expired or was revoked.")
-        ttl = max(1, int(link.expires_at - time.time()))
+        # The browser keeps the cookie a day past the link's end (the store ends the session on time),
+        # so a guest who comes back late is told the link ended, not sent to a sign-in page.
+        ttl = max(1, int(link.expires_at - time.time())) + GUEST_COOKIE_GRACE
         change = self.credentials.start_guest_session(
             share_id, host, max_per_link=self.limits.share_max_guests_per_link, ttl=ttl
         )
