@@ -125,19 +125,9 @@ class AuditLog:
             return
         self._pending.append(event)
 
-    def visit(
-        self,
-        key: str,
-        *,
-        host: str,
-        actor: str,
-        client: str,
-        user_agent: str | None,
-        owner_id: int,
-        use: tuple[str, int | None] | None = None,
-    ) -> bool:
-        """A request allowed on ``host``: recorded if it is the first of session ``key`` there (a
-        session id, a token, or the client address of a public visitor). True if recorded."""
+    def first_visit(self, host: str, key: str) -> bool:
+        """Is this the first allowed request of session ``key`` (a session id, a token, a public
+        visitor's address) on ``host``? Remembered in memory, bounded: one dict lookup per request."""
         seen = (host, key)
         if seen in self._seen:
             self._seen.move_to_end(seen)
@@ -145,9 +135,21 @@ class AuditLog:
         self._seen[seen] = None
         if len(self._seen) > self._max_seen:
             self._seen.popitem(last=False)
+        return True
+
+    def visit(
+        self,
+        *,
+        host: str,
+        actor: str,
+        client: str,
+        user_agent: str | None,
+        owner_id: int,
+        use: tuple[str, int | None] | None = None,
+    ) -> None:
+        """A visit event (call it when :meth:`first_visit` says so)."""
         detail: dict[str, object] = {"agent": agent(user_agent)}
         self.record(Event("visit", actor, host, client, detail, owner_id=owner_id, use=use))
-        return True
 
     def on_registry_change(self, host: str, tunnel: Tunnel | None) -> None:
         """Tunnel open and close events (a displaced tunnel closes as its successor opens)."""

@@ -675,6 +675,7 @@ def share_list(
             lambda: (
                 [
                     f"{s.id}\t{s.host}\t{s.kind}\t{sharing.who(s)}\towner {s.owner}\t"
+                    + f"created {_when(s.created_at)}\t"
                     + ("expires " + _when(s.expires_at) if s.expires_at else "no expiry")
                     + f"\tuses {s.uses}"
                     for s in shares

@@ -131,8 +131,8 @@ class Router:
         )
         if verdict is not auth.Verdict.ALLOW:
             return Answer(self._refuse(verdict, head, tunnel_origin + head.target, html), note=verdict.value)
-        if self.audit is not None:
-            self._audit_visit(head, tunnel, client, key, user, shared, guest)
+        if self.audit is not None and self.audit.first_visit(host, key or f"public {client}"):
+            self._audit_visit(head, tunnel, client, user, shared, guest)
         return Forward(tunnel, html)
 
     def _audit_visit(
@@ -140,7 +140,6 @@ class Router:
         head: RequestHead,
         tunnel: Tunnel,
         client: str,
-        key: str,
         user: User | None,
         shared: frozenset[int],
         guest: Guest | None,
@@ -157,9 +156,7 @@ class Router:
             actor = sharing.link_actor(guest.label, guest.share_id)
         else:  # a public host: anyone, signed in or not
             actor, use = user.name if user is not None else audit.PUBLIC, ("public", None)
-            key = key or f"public {client}"
         self.audit.visit(
-            key,
             host=head.host,
             actor=actor,
             client=client,

@@ -53,7 +53,11 @@ def _line(share: ShareInfo) -> str:
         if share.expires_at is None
         else time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(share.expires_at))
     )
-    return f"{share.id}\t{share.host}\t{share.kind}\t{who(share)}\texpires {ends}\tuses {share.uses}\n"
+    made = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(share.created_at))
+    return (
+        f"{share.id}\t{share.host}\t{share.kind}\t{who(share)}\tcreated {made}\texpires {ends}"
+        f"\tuses {share.uses}\n"
+    )
 
 
 def _options(args: list[str]) -> tuple[list[str], dict[str, str]] | None:

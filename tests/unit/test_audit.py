@@ -38,7 +38,10 @@ def test_a_visit_is_recorded_once_per_session_and_host() -> None:
     log = AuditLog(batches.append, max_seen=2)
 
     def visit(key: str, host: str) -> bool:
-        return log.visit(key, host=host, actor="alice", client="127.0.0.1", user_agent="ua", owner_id=1)
+        if not log.first_visit(host, key):
+            return False
+        log.visit(host=host, actor="alice", client="127.0.0.1", user_agent="ua", owner_id=1)
+        return True
 
     assert visit("s1", "a.x") and not visit("s1", "a.x")
     assert visit("s1", "b.x") and visit("s2", "a.x")
