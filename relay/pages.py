@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from html import escape
 
 _STYLE = (
@@ -91,6 +92,43 @@ def link_gone_page(message: str) -> bytes:
         "Link no longer valid · Relay",
         f"<h1>This link is no longer valid</h1><p>{escape(message)}</p>"
         "<p class=muted>Share links end when they expire or when their owner revokes them.</p>",
+    )
+
+
+def ago(seconds: float) -> str:
+    """``just now``, ``5 min ago``, ``3 h ago``, ``2 days ago``."""
+    if seconds < 60:
+        return "just now"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min ago"
+    if seconds < 2 * 86400:
+        return f"{int(seconds // 3600)} h ago"
+    return f"{int(seconds // 86400)} days ago"
+
+
+def offline_page(*, host: str, last_seen: float | None, now: float, nonce: str, status_path: str) -> bytes:
+    """502 for a visitor allowed on a host whose client is away: when it was last seen, and a small
+    script that polls the relay (never the backend) and reloads once the tunnel is back."""
+    if last_seen is None:
+        seen = "It has not been seen since this relay started keeping track."
+    else:
+        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(last_seen))
+        seen = f"Last seen {when} ({ago(now - last_seen)})."
+    name = host.partition(".")[0]
+    script = (
+        f"<script nonce={nonce}>(function(){{var t=setInterval(function(){{"
+        f"fetch('{status_path}',{{cache:'no-store',credentials:'same-origin'}})"
+        ".then(function(r){return r.ok?r.json():{};})"
+        ".then(function(s){if(s.live){clearInterval(t);location.reload();}})"
+        ".catch(function(){});},3000);})();</script>"
+    )
+    return _page(
+        f"{name} is offline · Relay",
+        f"<h1>{escape(name)} is offline</h1>"
+        f"<p><code>{escape(host)}</code>: its client is not connected. {escape(seen)}</p>"
+        "<p>It comes back at this same address when its client reconnects. This page waits and "
+        "reloads by itself as soon as it is back.</p>"
+        "<p class=muted role=status>Waiting for the tunnel…</p>" + script,
     )
 
 

@@ -60,6 +60,9 @@ SSO_PATH = "/_relay/sso"
 HEALTH_PATH = "/_relay/health"
 #: A share link is ``SHARE_PATH/CODE`` on the relay host; ``SHARE_PATH?host=&state=`` continues it.
 SHARE_PATH = "/_relay/share"
+#: On a tunnel host, for those who may visit it: ``{"live": ..., "last_seen": ...}`` (the offline
+#: page polls it and reloads itself once the tunnel is back).
+STATUS_PATH = "/_relay/status"
 #: On a tunnel host: where a share link's hand-off starts (sets the sign-in state, nothing else).
 GUEST_PATH = "/_relay/guest"
 #: Caddy's on-demand TLS ``ask``: 200 only for hosts the relay serves (``?domain=HOST``).

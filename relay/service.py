@@ -95,9 +95,11 @@ class RelayService:
         writer = self._writer()
         if tunnel is None:
             writer.submit(lambda store: store.drop_live(host), "drop_live")
+            writer.submit(lambda store: store.record_seen(host), "record_seen")
         else:
             user_id, client, since = tunnel.user_id, tunnel.client, tunnel.since
             writer.submit(lambda store: store.put_live(host, user_id, client, since), "put_live")
+            writer.submit(lambda store: store.record_seen(host, client=client, at=since), "record_seen")
 
     def _writer(self) -> StoreWriter:
         if self.writer is None:

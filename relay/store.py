@@ -157,6 +157,15 @@ _MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX audit_owner ON audit (owner_id, at);
     CREATE INDEX audit_user ON audit (user_id, at)
     """,
+    # v9: when each host last had a live tunnel, and from where (the offline page says so; it
+    # survives restarts). Deleted with the name or the domain.
+    """
+    CREATE TABLE last_seen (
+        host TEXT PRIMARY KEY,
+        at REAL NOT NULL,
+        client TEXT NOT NULL
+    )
+    """,
 )
 
 
@@ -613,6 +622,7 @@ class Store:
             cur = db.execute("DELETE FROM names WHERE name = ?", (name,))
             if cur.rowcount:
                 db.execute("DELETE FROM shares WHERE host = ?", (host,))  # they went with the name
+                db.execute("DELETE FROM last_seen WHERE host = ?", (host,))
         if cur.rowcount == 0:
             raise NotFound(f"name {name!r} is not owned")
 
@@ -714,6 +724,11 @@ class Store:
             db.execute(
                 "DELETE FROM shares WHERE host = ? AND owner_id NOT IN "
                 "(SELECT user_id FROM domains WHERE domain = ? AND verified_at IS NOT NULL)",
+                (domain, domain),
+            )
+            db.execute(
+                "DELETE FROM last_seen WHERE host = ? AND NOT EXISTS "
+                "(SELECT 1 FROM domains WHERE domain = ? AND verified_at IS NOT NULL)",
                 (domain, domain),
             )
         if cur.rowcount == 0:
@@ -1076,11 +1091,29 @@ class Store:
             )
 
     def update_live_bytes(self, rows: list[tuple[str, int, int]]) -> None:
+        """Byte counts of live tunnels; they are also seen now (so a crash loses at most one period)."""
+        now = time.time()
         with self._tx() as db:
             db.executemany(
                 "UPDATE live_tunnels SET bytes_in = ?, bytes_out = ? WHERE host = ?",
                 [(b_in, b_out, host) for host, b_in, b_out in rows],
             )
+            db.executemany("UPDATE last_seen SET at = ? WHERE host = ?", [(now, host) for host, _, _ in rows])
+
+    def record_seen(self, host: str, *, client: str | None = None, at: float | None = None) -> None:
+        """``host`` was live at ``at`` (now), from ``client`` (unchanged if None: a tunnel closing)."""
+        at = time.time() if at is None else at
+        with self._tx() as db:
+            if client is None:
+                db.execute("UPDATE last_seen SET at = ? WHERE host = ?", (at, host))
+            else:
+                db.execute(
+                    "INSERT OR REPLACE INTO last_seen (host, at, client) VALUES (?, ?, ?)", (host, at, client)
+                )
+
+    def last_seen(self, host: str) -> tuple[float, str] | None:
+        row = self._db.execute("SELECT at, client FROM last_seen WHERE host = ?", (host,)).fetchone()
+        return (float(row[0]), str(row[1])) if row is not None else None
 
     def drop_live(self, host: str) -> None:
         with self._tx() as db:

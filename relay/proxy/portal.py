@@ -5,6 +5,7 @@ handler returns a :class:`Reply`; decisions come from :mod:`relay.auth`."""
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -27,6 +28,7 @@ from ..protocol import (
     SHARE_PATH,
     SSO_PATH,
     STATE_TTL,
+    STATUS_PATH,
     TOKEN_QUERY,
 )
 from ..rewrite import query_params, without_param
@@ -42,6 +44,10 @@ log = logging.getLogger(__name__)
 GUEST_COOKIE_GRACE = 86400
 #: On every reply that carries (or follows) a share code or a hand-off code.
 _NO_REFERRER = ("Referrer-Policy", "no-referrer")
+
+
+def _iso(at: float | None) -> str | None:
+    return None if at is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
 
 
 class Portal:
@@ -334,6 +340,32 @@ class Portal:
         reply = change.on(Reply.redirect(302, "/"))
         reply.headers += [self.credentials.clear_state(), _NO_REFERRER]
         return reply
+
+    # -- an offline host, and the status its page polls -----------------------------------------
+
+    def _last_seen(self, host: str) -> float | None:
+        seen = self.store.last_seen(host)
+        return seen[0] if seen is not None else None
+
+    def tunnel_status(self, host: str, *, live: bool) -> Reply:
+        seen = time.time() if live else self._last_seen(host)
+        return Reply.json(200, {"host": host, "live": live, "last_seen": _iso(seen)})
+
+    def offline(self, host: str, html: bool) -> Reply:
+        """502 for a visitor who may visit ``host``, whose client is away."""
+        seen = self._last_seen(host)
+        message = f"the tunnel {host} is offline: its client is not connected"
+        if not html:
+            return Reply.json(502, {"error": message, "status": 502, "last_seen": _iso(seen)})
+        nonce = secrets.token_urlsafe(12)
+        page = pages.offline_page(
+            host=host, last_seen=seen, now=time.time(), nonce=nonce, status_path=STATUS_PATH
+        )
+        csp = (
+            f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'unsafe-inline'; "
+            "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+        )
+        return Reply.html(502, page, [("Content-Security-Policy", csp)])
 
     def exchange_query_token(self, head: RequestHead, token: str, client: str, owner_id: int) -> Reply:
         """``?relay_token=`` on a tunnel URL: set the host session and 303 to the URL without it."""

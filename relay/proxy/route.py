@@ -13,7 +13,14 @@ from ..config import PublicUrl
 from ..errors import RelayError, Unauthorized
 from ..http1 import Framing, RequestHead, get_one
 from ..names import HostKind, classify_host
-from ..protocol import HEALTH_PATH, MAX_FORM_BYTES, RELAY_PATH_PREFIX, TLS_ASK_PATH, TOKEN_QUERY
+from ..protocol import (
+    HEALTH_PATH,
+    MAX_FORM_BYTES,
+    RELAY_PATH_PREFIX,
+    STATUS_PATH,
+    TLS_ASK_PATH,
+    TOKEN_QUERY,
+)
 from ..rewrite import IPNetwork, query_params, request_scheme, without_param
 from ..store import Guest, User
 from ..tunnels import Registry, Tunnel
@@ -84,18 +91,26 @@ class Router:
         # 3. The login origin.
         if host == self.public.domain:
             return self._relay_host(head, html)
-        # 4. A tunnel, and the relay's own paths on it.
+        # 4. A tunnel (live, or an owned host whose client is away), and the relay's own paths on it.
         tunnel = self.registry.get(host)
-        if tunnel is None:
-            return Answer(self._no_tunnel(host, html))
-        if path.startswith(RELAY_PATH_PREFIX):
+        owner_id = tunnel.user_id if tunnel is not None else self._offline_owner(host)
+        if owner_id is None:
+            return Answer(Reply.error(404, f"no tunnel at {host}", html=html))
+        if path.startswith(RELAY_PATH_PREFIX) and path != STATUS_PATH:
             return Answer(self.portal.tunnel_relay_path(head))
-        # 5. The visitor's credential, then the verdict.
-        return self._visit(head, tunnel, client, accept, html)
+        # 5. The visitor's credential, then the verdict: an offline host answers only those who may
+        #    visit it, so nothing about it reaches anyone else.
+        return self._visit(head, owner_id, tunnel, client, accept, html)
 
-    def _visit(self, head: RequestHead, tunnel: Tunnel, client: str, accept: str, html: bool) -> Decision:
+    def _offline_owner(self, host: str) -> int | None:
+        """The owner of an owned name or verified domain with no live tunnel (None: not served)."""
+        return self.portal.host_owner(host) if self.portal.serves(host) else None
+
+    def _visit(
+        self, head: RequestHead, owner_id: int, tunnel: Tunnel | None, client: str, accept: str, html: bool
+    ) -> Decision:
         try:
-            exchange = self._query_token(head, client, tunnel)
+            exchange = self._query_token(head, client, owner_id)
             if exchange is not None:
                 return Answer(exchange)
             user, key = self.credentials.identify(head, client)
@@ -105,7 +120,7 @@ class Router:
         tunnel_origin = self.public.origin(host)
         # Shares are read only for a visitor who is not the owner (the owner's requests cost nothing).
         shared, public, guest = frozenset[int](), False, None
-        if user_id != tunnel.user_id:
+        if user_id != owner_id:
             shared, public = self.portal.access(host)
             if not public and (user_id is None or user_id not in shared):
                 guest_sid, found = self.credentials.guest(head.headers, host)
@@ -125,12 +140,16 @@ class Router:
                 user_id=user_id,
                 guest=guest is not None,
             ),
-            owner_id=tunnel.user_id,
+            owner_id=owner_id,
             shared_with=shared,
             public=public,
         )
         if verdict is not auth.Verdict.ALLOW:
             return Answer(self._refuse(verdict, head, tunnel_origin + head.target, html), note=verdict.value)
+        if head.path == STATUS_PATH:
+            return Answer(self.portal.tunnel_status(host, live=tunnel is not None))
+        if tunnel is None:
+            return Answer(self.portal.offline(host, html), note="tunnel offline")
         if self.audit is not None and self.audit.first_visit(host, key or f"public {client}"):
             self._audit_visit(head, tunnel, client, user, shared, guest)
         return Forward(tunnel, html)
@@ -173,7 +192,7 @@ class Router:
                 return Answer(Reply.error(413, "form too large", html=html))
         return RelayHost()
 
-    def _query_token(self, head: RequestHead, client: str, tunnel: Tunnel) -> Reply | None:
+    def _query_token(self, head: RequestHead, client: str, owner_id: int) -> Reply | None:
         # Decoded names, so that relay%5Ftoken= is recognised too and never reaches the backend.
         # Parsed only when the name could be there, literally or percent-encoded (hot path).
         query = head.query
@@ -184,7 +203,7 @@ class Router:
             return None
         if head.method not in ("GET", "HEAD"):
             raise Unauthorized(f"?{TOKEN_QUERY}= works on GET links only; send X-Relay-Token")
-        return self.portal.exchange_query_token(head, token, client, tunnel.user_id)
+        return self.portal.exchange_query_token(head, token, client, owner_id)
 
     def _refuse(self, verdict: auth.Verdict, head: RequestHead, url: str, html: bool) -> Reply:
         if verdict is auth.Verdict.LOGIN:
@@ -215,11 +234,6 @@ class Router:
             reply = Reply.error(410, message, html=False)
         reply.headers.append(self.credentials.clear_guest())
         return reply
-
-    def _no_tunnel(self, host: str, html: bool) -> Reply:
-        if self.portal.serves(host):  # an owned name or a verified domain whose client is away
-            return Reply.error(502, f"the tunnel {host} is offline: its client is not connected", html=html)
-        return Reply.error(404, f"no tunnel at {host}", html=html)
 
     def _to_https(self, head: RequestHead, html: bool) -> Reply:
         """The same URL over HTTPS, minus any ``relay_token`` (it was sent in the clear: the visitor

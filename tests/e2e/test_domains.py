@@ -313,7 +313,7 @@ async def test_tls_ask_says_yes_only_for_hosts_the_relay_serves(
     assert await ask(relay, "") == 400
     # Caddy calls it at the relay's own address or host; on a tunnel host the path is not the ask.
     assert await ask(relay, domain, ask_host="localhost") == 200
-    assert await ask(relay, domain, ask_host=f"{user}.localhost") == 502
+    assert await ask(relay, domain, ask_host=f"{user}.localhost") == 404  # a relay path, not the ask
 
 
 # -- the relay's own TLS with per-domain certificates by SNI ----------------------------------------

@@ -68,6 +68,8 @@ def _head(line: str, host: str, headers: dict[str, str]) -> bytes:
 
 HTML = {"Accept": "text/html"}
 JSON = {"Accept": "application/json"}
+ALICE = {"X-Relay-Token": "{alice}"}
+BOB = {"X-Relay-Token": "{bob}"}
 
 # (case, request line, host, headers with {alice}/{bob} for tokens, expected: status, "forward" or "relay")
 CASES = [
@@ -79,7 +81,26 @@ CASES = [
     ("a chunked login form", "POST /_relay/login", "localhost:8080", {"Transfer-Encoding": "chunked"}, 411),
     ("a huge login form", "POST /_relay/login", "localhost:8080", {"Content-Length": "99999"}, 413),
     ("no tunnel, name unowned", "GET /", "nobody.localhost:8080", HTML, 404),
-    ("no tunnel, owned name: offline", "GET /", "away.localhost:8080", HTML, 502),
+    ("offline, a browser without credential", "GET /", "away.localhost:8080", HTML, 302),
+    ("offline, a script without credential", "GET /", "away.localhost:8080", JSON, 401),
+    ("offline, the owner", "GET /", "away.localhost:8080", {"X-Relay-Token": "{alice}"}, 502),
+    ("offline, another user", "GET /", "away.localhost:8080", {"X-Relay-Token": "{bob}"}, 403),
+    (
+        "offline status, the owner",
+        "GET /_relay/status",
+        "away.localhost:8080",
+        {"X-Relay-Token": "{alice}"},
+        200,
+    ),
+    ("offline status, nobody", "GET /_relay/status", "away.localhost:8080", JSON, 401),
+    ("live status, the owner", "GET /_relay/status", "lab.localhost:8080", ALICE, 200),
+    (
+        "live status, another user",
+        "GET /_relay/status",
+        "lab.localhost:8080",
+        {"X-Relay-Token": "{bob}"},
+        403,
+    ),
     ("no tunnel, nested name", "GET /", "a.lab.localhost:8080", HTML, 404),
     ("a relay path on a tunnel host", "GET /_relay/other", "lab.localhost:8080", HTML, 404),
     ("a browser without credential", "GET /lab", "lab.localhost:8080", HTML, 302),
