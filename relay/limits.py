@@ -150,6 +150,18 @@ class Limits:
         "count",
         "browsers that may open one share link (guest sessions); past it the link is used up (410)",
     )
+    inspector_rows_per_tunnel: int = _limit(
+        500, "count", "requests the live inspector keeps per tunnel (in memory); older ones go first"
+    )
+    inspector_max_tunnels: int = _limit(
+        1000, "count", "tunnels whose requests the inspector keeps; the least recently active go first"
+    )
+    inspector_backlog: int = _limit(
+        64 * 1024,
+        "bytes",
+        "inspector lines waiting unsent to one watcher (an SSH session, log HOST); past it lines are "
+        "skipped for that watcher and it is told how many",
+    )
     audit_retention: float = _limit(
         90 * 86400.0, "s", "audit events older than this are deleted (checked every minute)"
     )

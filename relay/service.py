@@ -21,6 +21,7 @@ from .config import Config, PublicUrl
 from .datadir import DataDirLock, ensure_data_dir
 from .dnscheck import DnsChecker
 from .errors import StoreError
+from .inspector import Inspector
 from .logfmt import emit
 from .proxy import Proxy
 from .ssh import SshConnections, SshContext, start_ssh_server
@@ -137,6 +138,9 @@ class RelayService:
             self.https_port = https.sockets[0].getsockname()[1]
         self.public = public = cfg.resolved_public_url(self.http_port, self.https_port)
         self.audit = AuditLog(self._write_audit, max_pending=lim.audit_max_pending)
+        self.inspector = Inspector(
+            rows_per_tunnel=lim.inspector_rows_per_tunnel, max_tunnels=lim.inspector_max_tunnels
+        )
         self.registry.subscribe(self.audit.on_registry_change)
         origin = public.relay_origin
         self._writer().submit(lambda store: store.record_relay_origin(origin), "record_relay_origin")
@@ -150,6 +154,7 @@ class RelayService:
             limits=lim,
             writer=self._writer(),
             audit=self.audit,
+            inspector=self.inspector,
         )
         ssh_ctx = SshContext(
             store=store,
@@ -161,6 +166,7 @@ class RelayService:
             limits=lim,
             writer=self._writer(),
             audit=self.audit,
+            inspector=self.inspector,
         )
         self._ssh = await start_ssh_server(ssh_ctx, cfg.bind, cfg.ssh_port, self.host_key)
         self.ssh_port = ssh_ctx.ssh_port = self._ssh.sockets[0].getsockname()[1]

@@ -58,6 +58,7 @@ class Outcome:
     status: int
     sent: int  # bytes to the visitor
     keep: bool  # the visitor connection may carry another request
+    upstream: int = 0  # bytes to the backend (head and body)
 
 
 class Forwarder:
@@ -130,8 +131,11 @@ class Forwarder:
         try:
             resp, framing, length = await self._response_head(visitor, head, stream, body)
             if resp.status == 101:
-                return await self._upgrade(visitor, resp, tunnel, stream, still_allowed)
+                outcome = await self._upgrade(visitor, resp, tunnel, stream, still_allowed)
+                outcome.upstream += len(request)
+                return outcome
             outcome = await self._response(visitor, head, tunnel, stream, resp, framing, length)
+            outcome.upstream = len(request)
             if body is not None:
                 if not body.done() or body.exception() is not None:
                     # Answered before the upload finished (or it broke): channel and visitor
@@ -139,6 +143,7 @@ class Forwarder:
                     outcome.keep = False
                 else:
                     tunnel.bytes_in += body.result()
+                    outcome.upstream += body.result()
             return outcome
         finally:
             if body is not None and not body.done():
@@ -301,4 +306,4 @@ class Forwarder:
             self.upgrades.discard(key)
         tunnel.bytes_in += to_backend
         tunnel.bytes_out += to_visitor + len(out)
-        return Outcome(101, len(out) + to_visitor, False)
+        return Outcome(101, len(out) + to_visitor, False, to_backend)

@@ -48,9 +48,25 @@ class Forward:
 
     tunnel: Tunnel
     html: bool
+    visitor: str = ""  # who, for the inspector: a user name, link:LABEL or public
 
 
 Decision = Answer | RelayHost | Forward
+
+
+def visitor_of(
+    user: User | None, *, owner_id: int, shared: frozenset[int], guest: Guest | None
+) -> tuple[str, tuple[str, int | None] | None]:
+    """Who an allowed visitor is, as the audit log and the inspector name them — the owner, a user the
+    host is shared with, a link's guest, or (a public host) anyone — and the share they came through
+    (kind, user id), if any, whose uses count them."""
+    if user is not None and user.id == owner_id:
+        return user.name, None
+    if user is not None and user.id in shared:
+        return user.name, ("user", user.id)
+    if guest is not None:
+        return sharing.link_actor(guest.label, guest.share_id), None
+    return user.name if user is not None else audit.PUBLIC, ("public", None)
 
 
 class Router:
@@ -150,39 +166,14 @@ class Router:
             return Answer(self.portal.tunnel_status(host, live=tunnel is not None))
         if tunnel is None:
             return Answer(self.portal.offline(host, html), note="tunnel offline")
+        actor, use = visitor_of(user, owner_id=owner_id, shared=shared, guest=guest)
         if self.audit is not None and self.audit.first_visit(host, key or f"public {client}"):
-            self._audit_visit(head, tunnel, client, user, shared, guest)
-        return Forward(tunnel, html)
-
-    def _audit_visit(
-        self,
-        head: RequestHead,
-        tunnel: Tunnel,
-        client: str,
-        user: User | None,
-        shared: frozenset[int],
-        guest: Guest | None,
-    ) -> None:
-        """The first request of this session on this host goes to the audit log, with the visitor the
-        verdict let in: the owner, a user it is shared with, a link's guest, or (public) anyone."""
-        assert self.audit is not None
-        use: tuple[str, int | None] | None = None
-        if user is not None and user.id == tunnel.user_id:
-            actor = user.name
-        elif user is not None and user.id in shared:
-            actor, use = user.name, ("user", user.id)
-        elif guest is not None:
-            actor = sharing.link_actor(guest.label, guest.share_id)
-        else:  # a public host: anyone, signed in or not
-            actor, use = user.name if user is not None else audit.PUBLIC, ("public", None)
-        self.audit.visit(
-            host=head.host,
-            actor=actor,
-            client=client,
-            user_agent=get_one(head.headers, "user-agent"),
-            owner_id=tunnel.user_id,
-            use=use,
-        )
+            # The first request of this session on this host goes to the audit log.
+            agent = get_one(head.headers, "user-agent")
+            self.audit.visit(
+                host=host, actor=actor, client=client, user_agent=agent, owner_id=owner_id, use=use
+            )
+        return Forward(tunnel, html, actor)
 
     def _relay_host(self, head: RequestHead, html: bool) -> Answer | RelayHost:
         if head.method == "POST" and head.path.startswith(RELAY_PATH_PREFIX):

@@ -14,6 +14,7 @@ from ..audit import AuditLog
 from ..auth import FailureLimiter
 from ..config import PublicUrl
 from ..deadline import Deadline
+from ..inspector import Inspector
 from ..limits import BUSY_RETRY_AFTER, Limits
 from ..logfmt import emit
 from ..rewrite import IPNetwork, is_trusted
@@ -46,6 +47,7 @@ class Proxy:
         limits: Limits | None = None,
         writer: StoreWriter | None = None,
         audit: AuditLog | None = None,
+        inspector: Inspector | None = None,
     ) -> None:
         self.limits = limits = limits or Limits()
         self.gate = Gate(
@@ -88,9 +90,8 @@ class Proxy:
             limits.http_max_connections_per_address,
             limits.http_max_connections_per_network,
         )
-        self.front = Front(
-            limits, router, self.portal, forwarder, trust_proxy, forwarded, self._committer(store, writer)
-        )
+        commit = self._committer(store, writer)
+        self.front = Front(limits, router, self.portal, forwarder, trust_proxy, forwarded, commit, inspector)
         self._visitors: set[Visitor] = set()
         self.draining = False
 

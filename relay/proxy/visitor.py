@@ -14,10 +14,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import inspector
 from ..admission import Gate
 from ..deadline import Deadline
 from ..errors import BadRequest, RelayError
 from ..http1 import Framing, RequestHead, parse_request_head
+from ..inspector import Inspector
 from ..limits import BUSY_RETRY_AFTER, Limits
 from ..logfmt import emit, escape
 from ..protocol import SHARE_PATH
@@ -66,6 +68,8 @@ class Front:
     forwarded: Gate = field(default_factory=lambda: Gate(2**31, 2**31))
     #: Runs a reply's store writes (off the event loop, in the relay; inline in unit tests).
     commit: Callable[[list[Callable[[Store], object]]], Awaitable[None]] = field(default=_no_writes)
+    #: Where forwarded requests are shown live (the dashboard, ``log HOST``, an SSH pty).
+    inspector: Inspector | None = None
 
 
 class Visitor:
@@ -88,6 +92,7 @@ class Visitor:
         self._idle: tuple[Tunnel, Stream] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None  # set when serving starts
         self.task: asyncio.Task[Any] | None = None  # the task serving this connection
+        self.forwarded: Forward | None = None  # the current request's, once it is forwarded
 
     def deadline(self, seconds: float | None) -> Deadline:
         """A deadline for a wait of this connection's own task (no loop or task lookups)."""
@@ -233,6 +238,7 @@ class Visitor:
         client = client_address(self.peer_ip, head.headers, self.front.trust_proxy)
         outcome, note = Outcome(0, 0, False), None
         self.answering = False
+        self.forwarded = None
         forwarded = client != self.peer_ip  # a visitor behind a trusted proxy
         refusal = self.front.forwarded.enter(client) if forwarded else None
         try:
@@ -292,6 +298,18 @@ class Visitor:
                 ms=f"{(time.monotonic() - started) * 1000:.1f}",
                 note=note,
             )
+            if self.forwarded is not None and self.front.inspector is not None:
+                self._inspect(head, outcome, client, started)
+
+    def _inspect(self, head: RequestHead, outcome: Outcome, client: str, started: float) -> None:
+        assert self.forwarded is not None and self.front.inspector is not None
+        ms = (time.monotonic() - started) * 1000
+        path = inspector.shown_path(head.path, head.query)
+        row = inspector.Row(
+            time.time(), head.host, head.method, path, outcome.status, ms, outcome.upstream, outcome.sent,
+            self.forwarded.visitor, client,
+        )  # fmt: skip
+        self.front.inspector.add(row)
 
     async def _serve_request(self, head: RequestHead, client: str) -> tuple[Outcome, str | None]:
         front = self.front
@@ -299,7 +317,7 @@ class Visitor:
         if isinstance(decision, Answer):
             return await self._answer(head, decision.reply), decision.note
         if isinstance(decision, Forward):
-            html = decision.html
+            html, self.forwarded = decision.html, decision
             try:
                 tunnel = decision.tunnel
                 if not head.is_upgrade:

@@ -19,6 +19,7 @@ from ..auth import FailureLimiter
 from ..config import PublicUrl
 from ..dnscheck import DnsChecker
 from ..errors import RelayError
+from ..inspector import Inspector
 from ..limits import Limits
 from ..logfmt import emit
 from ..names import claim_refusal, domain_bind_refusal, resolve_bind
@@ -49,6 +50,8 @@ class SshContext:
     limits: Limits = field(default_factory=Limits)
     #: Where share changes go (the relay's audit queue); None in tests that build a bare context.
     audit: AuditLog | None = None
+    #: The live request inspector: an interactive session and ``log HOST`` stream its lines.
+    inspector: Inspector | None = None
     ssh_port: int = 22  # for the commands printed to users; set once the server listens
     #: SSH connections that have not logged in yet (OpenSSH's MaxStartups), in total and per address.
     unauthenticated: Gate = field(init=False)

@@ -6,15 +6,17 @@ from __future__ import annotations
 import asyncio
 import json
 import shlex
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 import asyncssh
 
+from ..errors import RelayError
 from ..protocol import EXEC_TUNNELS
 from ..store import User
 from .audit_command import AUDIT_USAGE, EXEC_AUDIT, run_audit_command
 from .commands import EXEC_DOMAIN, USAGE, Outcome, run_domain_command
+from .request_log import EXEC_LOG, LOG_USAGE, LineFeed, log_hosts, replay
 from .share_command import EXEC_SHARE, SHARE_USAGE, ShareCommand
 
 if TYPE_CHECKING:
@@ -35,6 +37,7 @@ class RelaySession(asyncssh.SSHServerSession[str]):
         self.command: str | None = None
         self.pty = False
         self._task: asyncio.Future[None] | None = None  # a running command (DNS lookups are async)
+        self._unwatch: Callable[[], None] | None = None  # stops the request lines, if any
 
     def connection_made(self, chan: asyncssh.SSHServerChannel[str]) -> None:
         self.chan = chan
@@ -81,6 +84,38 @@ class RelaySession(asyncssh.SSHServerSession[str]):
                 "relay: no tunnel on this connection. Use: ssh -R NAME:80:localhost:PORT "
                 f"USER@{self.server.ctx.public.domain}" + self._nl
             )
+        inspector = self.server.ctx.inspector
+        if self.pty and inspector is not None:
+            # The terminal of `ssh -R` shows each request of this connection's tunnels, as
+            # `python -m http.server` would (a session without a pty, and -N, stay silent).
+            tunnels = self.server.tunnels
+            feed = self._feed(with_host=len(tunnels) > 1)
+            self._unwatch = inspector.watch(lambda host: any(t.host == host for t in tunnels), feed)
+
+    def _feed(self, *, with_host: bool) -> LineFeed:
+        assert self.chan is not None
+        backlog = self.server.ctx.limits.inspector_backlog
+        return LineFeed(self.chan, nl=self._nl, backlog=backlog, with_host=with_host)
+
+    def _follow(self, argv: list[str], user: User) -> None:
+        """``log [HOST]``: the last requests, then each new one until the channel closes."""
+        assert self.chan is not None
+        ctx = self.server.ctx
+        try:
+            wants, host = log_hosts(
+                argv, user=user, store=ctx.store, registry=ctx.registry, relay_domain=ctx.public.domain
+            )
+        except RelayError as exc:
+            self.chan.write_stderr(f"relay: {exc}\n" if exc.status != 2 else f"{exc}\n")
+            self.chan.exit(2 if exc.status == 2 else 1)
+            return
+        if ctx.inspector is None:
+            self.chan.exit(0)
+            return
+        feed = self._feed(with_host=not argv)
+        hosts = [host] if host is not None else [t.host for t in ctx.registry.all() if wants(t.host)]
+        replay(ctx.inspector, hosts, feed, 20)
+        self._unwatch = ctx.inspector.watch(wants, feed)
 
     def write_notice(self, message: str) -> None:
         if self.chan is None or self.chan.is_closing():
@@ -116,13 +151,17 @@ class RelaySession(asyncssh.SSHServerSession[str]):
             )
             self._finish(outcome)
             return
+        if argv and argv[0] == EXEC_LOG and self.server.user is not None:
+            self._follow(argv[1:], self.server.user)
+            return
         if argv and argv[0] == EXEC_SHARE and self.server.user is not None:
             self._task = asyncio.ensure_future(self._share(argv[1:], self.server.user))
             return
         self.chan.write_stderr(
             f"relay: unknown command {command[:60]!r}; this relay runs no programs. "
             f"Available: {EXEC_TUNNELS} [--json], {USAGE.removeprefix('usage: ')}, "
-            f"{SHARE_USAGE.removeprefix('usage: ')}, {AUDIT_USAGE.removeprefix('usage: ')}\n"
+            f"{SHARE_USAGE.removeprefix('usage: ')}, {AUDIT_USAGE.removeprefix('usage: ')}, "
+            f"{LOG_USAGE.removeprefix('usage: ')}\n"
         )
         self.chan.exit(2)
 
@@ -184,6 +223,9 @@ class RelaySession(asyncssh.SSHServerSession[str]):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._task is not None:
             self._task.cancel()
+        if self._unwatch is not None:
+            self._unwatch()
+            self._unwatch = None
         if self.chan is not None:
             self.server.open_sessions -= 1
         if self in self.server.sessions:
