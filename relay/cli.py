@@ -22,7 +22,7 @@ import asyncssh
 import typer
 
 from . import __version__, audit, domain_claims, sharing
-from .config import Config, PublicUrl, parse_networks
+from .config import Config, PublicUrl, parse_address, parse_networks
 from .datadir import default_data_dir, ensure_data_dir, is_serving
 from .dnscheck import DnsChecker, parse_dns_server
 from .errors import RelayError
@@ -199,6 +199,15 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    metrics_bind: Annotated[
+        str | None,
+        typer.Option(
+            metavar="ADDR:PORT",
+            help="Serve Prometheus metrics at http://ADDR:PORT/metrics, on a listener of their own "
+            "(e.g. 127.0.0.1:9464; never a visitor port). [default: off]",
+            show_default=False,
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     limit: Annotated[
         list[str] | None,
@@ -237,6 +246,7 @@ def serve(
             trust_proxy=parse_networks(trust_proxy or []),
             public_url=public_url,
             limits=Limits().with_overrides(limit or []),
+            metrics_bind=parse_address(metrics_bind, "--metrics-bind") if metrics_bind else None,
         )
     except RelayError as exc:
         _fail(str(exc))
@@ -272,7 +282,8 @@ async def _serve(config: Config) -> None:
         f"relay {__version__}: HTTP on {config.bind}:{service.http_port}, SSH on "
         f"{config.bind}:{service.ssh_port}"
         + (f", HTTPS on {config.bind}:{service.https_port}" if service.https_port else "")
-        + f", public URL {public.relay_origin}",
+        + f", public URL {public.relay_origin}"
+        + (f", metrics on {service.metrics_address}" if service.metrics_address else ""),
         f"relay: SSH host key fingerprint {service.host_fingerprint}",
         f"relay: data dir {config.data_dir}",
     ]

@@ -57,6 +57,21 @@ def parse_networks(values: list[str]) -> tuple[IPNetwork, ...]:
     return tuple(nets)
 
 
+def parse_address(value: str, flag: str) -> tuple[str, int]:
+    """``ADDR:PORT`` or ``[V6]:PORT`` (the address an IP literal or ``localhost``) → (address, port)."""
+    text = value.strip()
+    host, sep, port = text.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise BadRequest(f"invalid {flag} {value!r}: expected ADDR:PORT, e.g. 127.0.0.1:9464")
+    if host != "localhost":
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise BadRequest(f"invalid {flag} {value!r}: the address must be an IP address") from None
+    return host, int(port)
+
+
 @dataclass(frozen=True)
 class Config:
     data_dir: Path
@@ -72,6 +87,7 @@ class Config:
     trust_proxy: tuple[IPNetwork, ...] = field(default_factory=tuple)
     public_url: str | None = None  # None: http://DOMAIN:HTTP_PORT once the port is known
     limits: Limits = field(default_factory=Limits)
+    metrics_bind: tuple[str, int] | None = None  # Prometheus metrics listener; None: off
 
     def __post_init__(self) -> None:
         if not is_valid_hostname(self.domain):
@@ -82,6 +98,8 @@ class Config:
             raise BadRequest("--https-port needs --tls-cert and --tls-key")
         if self.tls_dir is not None and self.https_port is None:
             raise BadRequest("--tls-dir needs --https-port (and --tls-cert/--tls-key for other names)")
+        if self.metrics_bind is not None and self.metrics_bind[1] in {self.http_port, self.https_port} - {0}:
+            raise BadRequest("--metrics-bind must not be a visitor port: metrics are for the operator only")
         if self.public_url is not None:
             public = PublicUrl.parse(self.public_url)
             if public.domain != self.domain:

@@ -162,6 +162,11 @@ class Limits:
         "inspector lines waiting unsent to one watcher (an SSH session, log HOST); past it lines are "
         "skipped for that watcher and it is told how many",
     )
+    metrics_max_tunnels: int = _limit(
+        1000,
+        "count",
+        "tunnels with their own metric series (relay_tunnel_*); past it the oldest offline ones go",
+    )
     audit_retention: float = _limit(
         90 * 86400.0, "s", "audit events older than this are deleted (checked every minute)"
     )

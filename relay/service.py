@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from functools import partial
 
 import asyncssh
+from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from . import hostkey
 from .admission import raise_fd_limit
@@ -23,6 +25,7 @@ from .dnscheck import DnsChecker
 from .errors import StoreError
 from .inspector import Inspector
 from .logfmt import emit
+from .metrics import HostTotals, Meter, RelayCollector, metrics_app
 from .proxy import Proxy
 from .ssh import SshConnections, SshContext, start_ssh_server
 from .store import Store
@@ -72,6 +75,9 @@ class RelayService:
         self.ssh_port = 0
         self.public: PublicUrl | None = None
         self.audit: AuditLog | None = None
+        self.meter: Meter | None = None
+        self.metrics_address = ""  # ADDR:PORT once the metrics listener is up
+        self._metrics_runner: web.AppRunner | None = None
 
     def open_store(self) -> Store:
         """Data dir, lock, store and host key; creates the first admin on an empty store."""
@@ -142,6 +148,8 @@ class RelayService:
             rows_per_tunnel=lim.inspector_rows_per_tunnel, max_tunnels=lim.inspector_max_tunnels
         )
         self.registry.subscribe(self.audit.on_registry_change)
+        if cfg.metrics_bind is not None:
+            self.meter = Meter()
         origin = public.relay_origin
         self._writer().submit(lambda store: store.record_relay_origin(origin), "record_relay_origin")
         limiter = FailureLimiter(lim.auth_failure_limit, lim.auth_failure_window)
@@ -155,6 +163,7 @@ class RelayService:
             writer=self._writer(),
             audit=self.audit,
             inspector=self.inspector,
+            meter=self.meter,
         )
         ssh_ctx = SshContext(
             store=store,
@@ -167,6 +176,7 @@ class RelayService:
             writer=self._writer(),
             audit=self.audit,
             inspector=self.inspector,
+            meter=self.meter,
         )
         self._ssh = await start_ssh_server(ssh_ctx, cfg.bind, cfg.ssh_port, self.host_key)
         self.ssh_port = ssh_ctx.ssh_port = self._ssh.sockets[0].getsockname()[1]
@@ -175,6 +185,32 @@ class RelayService:
         self._purge_task = asyncio.ensure_future(self._purge_sessions())
         self._upgrades_task = asyncio.ensure_future(self.proxy.watch_upgrades())
         self._audit_task = asyncio.ensure_future(self.audit.run(AUDIT_FLUSH_INTERVAL))
+        if cfg.metrics_bind is not None:
+            await self._start_metrics(*cfg.metrics_bind)
+
+    async def _start_metrics(self, address: str, port: int) -> None:
+        """Prometheus metrics on their own listener (never a visitor port)."""
+        assert self.meter is not None and self.proxy is not None and self.store is not None
+        registry = CollectorRegistry(auto_describe=False)
+        hosts = HostTotals(self.registry, max_hosts=self.config.limits.metrics_max_tunnels)
+        for tunnel in self.registry.all():
+            hosts.on_registry_change(tunnel.host, tunnel)
+        upgrades, portal = self.proxy.upgrades, self.proxy.portal
+        registry.register(
+            RelayCollector(
+                self.meter,
+                hosts,
+                ssh_connections=lambda: len(self.ssh_connections),
+                websockets=lambda: len(upgrades),
+                served=portal.serves,
+            )
+        )
+        self._metrics_runner = runner = web.AppRunner(metrics_app(registry), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, address, port, reuse_address=True)
+        await site.start()
+        bound = runner.addresses[0]
+        self.metrics_address = f"{bound[0]}:{bound[1]}"
 
     def _write_audit(self, events: list[Event]) -> None:
         self._writer().submit(partial(write_batch, events=events), "audit")
@@ -235,6 +271,8 @@ class RelayService:
         if self.proxy is not None:
             await self.proxy.drain(self.config.limits.shutdown_grace)
         await self.ssh_connections.close_all("relay is shutting down; reconnect in a moment", wait=5.0)
+        if self._metrics_runner is not None:
+            await self._metrics_runner.cleanup()
         for task_name in ("_stats_task", "_recheck_task", "_purge_task", "_upgrades_task", "_audit_task"):
             task = getattr(self, task_name, None)
             if task is not None:

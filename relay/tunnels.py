@@ -105,8 +105,9 @@ class Tunnel:
     client: str  # "ip:port" of the SSH client
     opener: StreamOpener
     since: float = field(default_factory=time.time)
-    bytes_in: int = 0  # visitor → backend
-    bytes_out: int = 0  # backend → visitor
+    bytes_in: int = 0  # visitor → backend, counted as they flow
+    bytes_out: int = 0  # backend → visitor, counted as they flow
+    requests: int = 0  # forwarded
     closed: bool = False
     #: Channels open at once to this tunnel's client (0: no cap); counted from open to Stream.close().
     max_channels: int = 0
@@ -155,6 +156,12 @@ class Tunnel:
         if stream is not None:
             self._parked.pop(id(stream), None)
 
+    def count_in(self, n: int) -> None:
+        self.bytes_in += n
+
+    def count_out(self, n: int) -> None:
+        self.bytes_out += n
+
     def park(self, stream: Stream) -> None:
         """``stream`` is idle, kept by a visitor connection; it may be closed to make room."""
         self._parked[id(stream)] = stream
@@ -175,6 +182,33 @@ class Tunnel:
 
 
 Listener = Callable[[str, "Tunnel | None"], None]
+
+
+class Metered:
+    """A writer that counts the bytes written through it as they go (``count(n)``), so a long
+    download or an open WebSocket shows in the counters while it runs, not when it ends."""
+
+    __slots__ = ("_count", "_dst")
+
+    def __init__(self, dst: ByteWriter, count: Callable[[int], None]) -> None:
+        self._dst = dst
+        self._count = count
+
+    def write(self, data: bytes) -> None:
+        self._dst.write(data)
+        self._count(len(data))
+
+    async def drain(self) -> None:
+        await self._dst.drain()
+
+    def write_eof(self) -> None:
+        self._dst.write_eof()
+
+    def close(self) -> None:
+        self._dst.close()
+
+    def is_closing(self) -> bool:
+        return self._dst.is_closing()
 
 
 class Registry:

@@ -574,3 +574,38 @@ def test_deploy_guide_uses_the_files_and_commands_tested_here() -> None:
     missing = [text for text in expected if text not in guide]
     assert not missing, missing
     assert service["Environment"].split("=", 1)[1] == "/var/lib/relay"
+
+
+def _exported_metric_names() -> set[str]:
+    """Every sample name the relay's collector exports (over an empty relay)."""
+    from relay.metrics import HostTotals, Meter, RelayCollector
+    from relay.tunnels import Registry
+
+    collector = RelayCollector(
+        Meter(), HostTotals(Registry(), max_hosts=10), ssh_connections=lambda: 0, websockets=lambda: 0,
+        served=lambda host: True,
+    )  # fmt: skip
+    names = set()
+    for family in collector.collect():
+        names.add(family.name)
+        names.update({f"{family.name}_total", f"{family.name}_bucket", f"{family.name}_count"})
+    return names
+
+
+def test_the_grafana_dashboard_queries_only_metrics_the_relay_exports() -> None:
+    dashboard = json.loads((DEPLOY / "monitoring" / "grafana-dashboard.json").read_text())
+    queried = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"\brelay_[a-z_]+", target["expr"])
+    }
+    assert queried and queried <= _exported_metric_names(), queried - _exported_metric_names()
+
+
+def test_the_prometheus_example_scrapes_the_documented_metrics_address() -> None:
+    config = yaml.safe_load((DEPLOY / "monitoring" / "prometheus.yml").read_text())
+    [job] = config["scrape_configs"]
+    assert job["static_configs"][0]["targets"] == ["127.0.0.1:9464"]
+    guide = (REPO / "docs" / "deploy.md").read_text()
+    assert "--metrics-bind 127.0.0.1:9464" in guide and "deploy/monitoring/grafana-dashboard.json" in guide

@@ -33,7 +33,7 @@ from ..http1 import (
 from ..limits import Limits
 from ..pump import Truncated, copy_chunked, copy_exact, copy_until_eof, pipe
 from ..rewrite import IPNetwork, downstream_headers, upstream_headers
-from ..tunnels import Stream, Tunnel, TunnelLost
+from ..tunnels import Metered, Stream, Tunnel, TunnelLost
 from .upgrades import OpenUpgrades
 
 if TYPE_CHECKING:
@@ -84,6 +84,7 @@ class Forwarder:
     ) -> Outcome:
         """``still_allowed``: the request's routing and auth run again, for a WebSocket's lifetime."""
         stream = visitor.take_idle(tunnel) or await self._open(tunnel)
+        tunnel.requests += 1
         outcome: Outcome | None = None
         try:
             outcome = await self._exchange(visitor, head, tunnel, stream, still_allowed)
@@ -124,10 +125,11 @@ class Forwarder:
         tunnel.bytes_in += len(request)
         body: asyncio.Task[int] | None = None
         idle = self.limits.http_body_idle_timeout
+        upload = Metered(stream.writer, tunnel.count_in)  # counted as it flows
         if head.framing is Framing.LENGTH:
-            body = asyncio.ensure_future(copy_exact(visitor.reader, stream.writer, head.length, idle=idle))
+            body = asyncio.ensure_future(copy_exact(visitor.reader, upload, head.length, idle=idle))
         elif head.framing is Framing.CHUNKED:
-            body = asyncio.ensure_future(copy_chunked(visitor.reader, stream.writer, idle=idle))
+            body = asyncio.ensure_future(copy_chunked(visitor.reader, upload, idle=idle))
         try:
             resp, framing, length = await self._response_head(visitor, head, stream, body)
             if resp.status == 101:
@@ -142,7 +144,6 @@ class Forwarder:
                     # connection are out of step.
                     outcome.keep = False
                 else:
-                    tunnel.bytes_in += body.result()
                     outcome.upstream += body.result()
             return outcome
         finally:
@@ -236,14 +237,16 @@ class Forwarder:
             out_headers.append(("Connection", "keep-alive"))  # an HTTP/1.0 visitor asked for it
         out = serialise_response(resp, out_headers)
         sent = len(out)
-        writer, idle = visitor.writer, self.limits.stream_idle_timeout
+        writer, idle = Metered(visitor.writer, tunnel.count_out), self.limits.stream_idle_timeout
         try:
             if framing is Framing.LENGTH and length <= SMALL_BODY:
                 visitor.send(out + await self._small_body(visitor, stream, length, idle))
                 sent += length
+                tunnel.bytes_out += sent
                 await visitor.drained(idle)
             else:
                 visitor.send(out)
+                tunnel.bytes_out += sent  # the body is counted as it flows, through ``writer``
                 if framing is Framing.LENGTH:
                     sent += await copy_exact(stream.reader, writer, length, idle=idle)
                 elif framing is Framing.CHUNKED:
@@ -261,8 +264,6 @@ class Forwarder:
             raise Abort("visitor connection lost during the response") from None
         except TunnelLost:
             raise Abort("tunnel link lost mid-body") from None
-        finally:
-            tunnel.bytes_out += sent
         return Outcome(resp.status, sent, keep)
 
     @staticmethod
@@ -288,6 +289,7 @@ class Forwarder:
     ) -> Outcome:
         out = serialise_response(resp, downstream_headers(resp.headers, self.relay_domain, upgrade=True))
         visitor.send(out)
+        tunnel.bytes_out += len(out)
         await visitor.writer.drain()
         visitor.busy = False  # a WebSocket may idle for days; shutdown need not wait for it
 
@@ -297,13 +299,11 @@ class Forwarder:
 
         key = self.upgrades.add(still_allowed, close, tunnel.host)
         try:
-            to_backend, to_visitor = await pipe(
-                (visitor.reader, visitor.writer),
-                (stream.reader, stream.writer),
+            to_backend, to_visitor = await pipe(  # both ways counted as they flow
+                (visitor.reader, Metered(visitor.writer, tunnel.count_out)),
+                (stream.reader, Metered(stream.writer, tunnel.count_in)),
                 stall=self.limits.stream_idle_timeout,
             )
         finally:
             self.upgrades.discard(key)
-        tunnel.bytes_in += to_backend
-        tunnel.bytes_out += to_visitor + len(out)
         return Outcome(101, len(out) + to_visitor, False, to_backend)

@@ -17,6 +17,7 @@ from ..deadline import Deadline
 from ..inspector import Inspector
 from ..limits import BUSY_RETRY_AFTER, Limits
 from ..logfmt import emit
+from ..metrics import Meter
 from ..rewrite import IPNetwork, is_trusted
 from ..sso import SsoCodes
 from ..store import Store
@@ -48,7 +49,9 @@ class Proxy:
         writer: StoreWriter | None = None,
         audit: AuditLog | None = None,
         inspector: Inspector | None = None,
+        meter: Meter | None = None,
     ) -> None:
+        self.meter = meter
         self.limits = limits = limits or Limits()
         self.gate = Gate(
             limits.http_max_connections,
@@ -91,7 +94,9 @@ class Proxy:
             limits.http_max_connections_per_network,
         )
         commit = self._committer(store, writer)
-        self.front = Front(limits, router, self.portal, forwarder, trust_proxy, forwarded, commit, inspector)
+        self.front = Front(
+            limits, router, self.portal, forwarder, trust_proxy, forwarded, commit, inspector, meter
+        )
         self._visitors: set[Visitor] = set()
         self.draining = False
 
@@ -143,6 +148,8 @@ class Proxy:
             reply = Reply.error(429, "too many connections from your address", html=False)
         reply.headers.append(("Retry-After", str(BUSY_RETRY_AFTER)))
         emit(log, logging.WARNING, "http.refused", client=peer_ip, cap=refusal.value, status=reply.status)
+        if self.meter is not None:
+            self.meter.refused(f"http_{refusal.value}")
         writer.write(reply.encode(keep=False))
         with contextlib.suppress(ConnectionError, TimeoutError, asyncio.TimeoutError):
             async with Deadline(self.limits.http_head_timeout):

@@ -22,6 +22,7 @@ from ..http1 import Framing, RequestHead, parse_request_head
 from ..inspector import Inspector
 from ..limits import BUSY_RETRY_AFTER, Limits
 from ..logfmt import emit, escape
+from ..metrics import Meter
 from ..protocol import SHARE_PATH
 from ..pump import Truncated
 from ..rewrite import IPNetwork, client_address
@@ -34,6 +35,18 @@ from .route import Answer, Forward, Router
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("relay.access")
+
+
+_REASONS = {401: "unauthorized", 403: "forbidden", 404: "not_found", 410: "link_ended", 429: "rate_limited"}
+
+
+def refusal_reason(status: int, note: str | None) -> str:
+    """A relay-answered refusal's reason, as ``relay_refusals_total{reason}`` counts it."""
+    if note in ("login", "bad_origin", "tunnel offline"):
+        return note.replace(" ", "_")
+    if status in _REASONS:
+        return _REASONS[status]
+    return "busy" if status == 503 else "bad_request" if status < 500 else "error"
 
 
 def shown_path(path: str) -> str:
@@ -70,6 +83,8 @@ class Front:
     commit: Callable[[list[Callable[[Store], object]]], Awaitable[None]] = field(default=_no_writes)
     #: Where forwarded requests are shown live (the dashboard, ``log HOST``, an SSH pty).
     inspector: Inspector | None = None
+    #: Request and refusal counts for the metrics (None: metrics are off, nothing is counted).
+    meter: Meter | None = None
 
 
 class Visitor:
@@ -212,6 +227,9 @@ class Visitor:
             note=str(exc),
         )
         await self._send(reply, keep=False)
+        if self.front.meter is not None:
+            self.front.meter.request(reply.status, 0.0)
+            self.front.meter.refused("bad_request")
 
     async def _head_bytes(self, lead: bytes) -> bytes:
         """A request head through its CRLFCRLF; :class:`_BareLF` as soon as its line ends are bare LF.
@@ -300,6 +318,15 @@ class Visitor:
             )
             if self.forwarded is not None and self.front.inspector is not None:
                 self._inspect(head, outcome, client, started)
+            if self.front.meter is not None:
+                self._count(outcome.status, note, started)
+
+    def _count(self, status: int, note: str | None, started: float) -> None:
+        meter = self.front.meter
+        assert meter is not None
+        meter.request(status, time.monotonic() - started)
+        if self.forwarded is None and (status >= 400 or note == "login"):
+            meter.refused(refusal_reason(status, note))
 
     def _inspect(self, head: RequestHead, outcome: Outcome, client: str, started: float) -> None:
         assert self.forwarded is not None and self.front.inspector is not None

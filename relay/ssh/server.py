@@ -22,6 +22,7 @@ from ..errors import RelayError
 from ..inspector import Inspector
 from ..limits import Limits
 from ..logfmt import emit
+from ..metrics import Meter
 from ..names import claim_refusal, domain_bind_refusal, resolve_bind
 from ..protocol import SSH_ENCRYPTION_ALGS, TUNNEL_PORTS
 from ..store import STORE_ERRORS, Store, User
@@ -52,6 +53,8 @@ class SshContext:
     audit: AuditLog | None = None
     #: The live request inspector: an interactive session and ``log HOST`` stream its lines.
     inspector: Inspector | None = None
+    #: Counts refusals for the metrics (None: metrics are off).
+    meter: Meter | None = None
     ssh_port: int = 22  # for the commands printed to users; set once the server listens
     #: SSH connections that have not logged in yet (OpenSSH's MaxStartups), in total and per address.
     unauthenticated: Gate = field(init=False)
@@ -131,6 +134,8 @@ class RelaySSHServer(asyncssh.SSHServer):
             # on the next loop pass, after answering the client's hello with a KEXINIT).
             why = f"{refusal.value}: connections not yet logged in" if refusal else "too many failures"
             emit(log, logging.WARNING, "ssh.refused", peer=self.peer, why=why)
+            if self.ctx.meter is not None:
+                self.ctx.meter.refused(f"ssh_{refusal.value}" if refusal else "ssh_failures")
             if refusal is None:
                 self.ctx.unauthenticated.leave(self.address)
             conn.abort()

@@ -62,10 +62,12 @@ class Servers:
     work: Path
 
 
-async def start_servers(work: Path, cleanup: contextlib.AsyncExitStack) -> Servers:
+async def start_servers(
+    work: Path, cleanup: contextlib.AsyncExitStack, *, relay_extra: list[str] | None = None
+) -> Servers:
     relay_dir = work / "relay"
     relay_dir.mkdir(mode=0o700)
-    relay = start_relay(relay_dir)
+    relay = start_relay(relay_dir, extra=relay_extra)
     cleanup.callback(relay.stop)
     token = relay.add_user(USER)
     key = relay.add_key(USER)
