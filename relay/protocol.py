@@ -58,6 +58,13 @@ LOGIN_PATH = "/_relay/login"
 LOGOUT_PATH = "/_relay/logout"
 SSO_PATH = "/_relay/sso"
 HEALTH_PATH = "/_relay/health"
+#: The dashboard's pages, forms and event stream on the relay host (its home page ``/`` too, once
+#: signed in). The front passes who the visitor is in these headers, stripped from visitors' own.
+DASHBOARD_PATH = "/_relay/dashboard"
+DASHBOARD_HEADER_PREFIX = "x-relay-dashboard-"
+DASHBOARD_USER_HEADER = "x-relay-dashboard-user"
+DASHBOARD_SESSION_HEADER = "x-relay-dashboard-session"
+DASHBOARD_CSRF_HEADER = "x-relay-dashboard-csrf"
 #: A share link is ``SHARE_PATH/CODE`` on the relay host; ``SHARE_PATH?host=&state=`` continues it.
 SHARE_PATH = "/_relay/share"
 #: On a tunnel host, for those who may visit it: ``{"live": ..., "last_seen": ...}`` (the offline

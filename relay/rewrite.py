@@ -12,7 +12,7 @@ from http.cookies import SimpleCookie
 from urllib.parse import parse_qsl, unquote_plus
 
 from .http1 import Headers, connection_tokens
-from .protocol import RELAY_COOKIE_NAMES, TOKEN_HEADER
+from .protocol import DASHBOARD_HEADER_PREFIX, RELAY_COOKIE_NAMES, TOKEN_HEADER
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -108,7 +108,7 @@ def upstream_headers(headers: Headers, *, peer_ip: str, scheme: str, trusted: Se
     upgrade = "upgrade" in tokens and any(k.lower() == "upgrade" for k, _ in headers)
     for name, value in headers:
         lname = name.lower()
-        if lname == TOKEN_HEADER or lname in _PROXY_ONLY:
+        if lname == TOKEN_HEADER or lname in _PROXY_ONLY or lname.startswith(DASHBOARD_HEADER_PREFIX):
             continue
         if lname in hop:
             if upgrade and lname == "upgrade":

@@ -20,6 +20,8 @@ from .admission import raise_fd_limit
 from .audit import AuditLog, Event, write_batch
 from .auth import FailureLimiter
 from .config import Config, PublicUrl
+from .dashboard import DashboardContext, dashboard_app
+from .dashboard import seam as dashboard_seam
 from .datadir import DataDirLock, ensure_data_dir
 from .dnscheck import DnsChecker
 from .errors import StoreError
@@ -78,6 +80,7 @@ class RelayService:
         self.meter: Meter | None = None
         self.metrics_address = ""  # ADDR:PORT once the metrics listener is up
         self._metrics_runner: web.AppRunner | None = None
+        self._dashboard_runner: web.AppRunner | None = None
 
     def open_store(self) -> Store:
         """Data dir, lock, store and host key; creates the first admin on an empty store."""
@@ -153,6 +156,23 @@ class RelayService:
         origin = public.relay_origin
         self._writer().submit(lambda store: store.record_relay_origin(origin), "record_relay_origin")
         limiter = FailureLimiter(lim.auth_failure_limit, lim.auth_failure_window)
+        dns = DnsChecker(cfg.dns_server)
+        self._dashboard_runner, dashboard, _ = await dashboard_seam.serve(
+            dashboard_app(
+                DashboardContext(
+                    store=store,
+                    writer=self._writer(),
+                    registry=self.registry,
+                    inspector=self.inspector,
+                    public=public,
+                    limits=lim,
+                    dns=dns,
+                    audit_log=self.audit,
+                    close_tunnel=lambda host: self.ssh_connections.close_tunnel(host, "closed by an admin"),
+                )
+            ),
+            cfg.data_dir,
+        )
         self.proxy = Proxy(
             registry=self.registry,
             store=store,
@@ -164,6 +184,7 @@ class RelayService:
             audit=self.audit,
             inspector=self.inspector,
             meter=self.meter,
+            dashboard=dashboard,
         )
         ssh_ctx = SshContext(
             store=store,
@@ -171,7 +192,7 @@ class RelayService:
             public=public,
             limiter=limiter,
             connections=self.ssh_connections,
-            dns=DnsChecker(cfg.dns_server),
+            dns=dns,
             limits=lim,
             writer=self._writer(),
             audit=self.audit,
@@ -273,6 +294,8 @@ class RelayService:
         await self.ssh_connections.close_all("relay is shutting down; reconnect in a moment", wait=5.0)
         if self._metrics_runner is not None:
             await self._metrics_runner.cleanup()
+        if self._dashboard_runner is not None:
+            await self._dashboard_runner.cleanup()
         for task_name in ("_stats_task", "_recheck_task", "_purge_task", "_upgrades_task", "_audit_task"):
             task = getattr(self, task_name, None)
             if task is not None:

@@ -1017,6 +1017,22 @@ class Store:
         self._remember(key, found, row[5])
         return found
 
+    @staticmethod
+    def session_hash(sid: str) -> str:
+        """How a session is named outside the store (the dashboard): its id's hash, never the id."""
+        return _hash(sid).hex()
+
+    def session_alive(self, session_hash: str) -> bool:
+        """Does the session with this :meth:`session_hash` still exist and not expire?"""
+        try:
+            key = bytes.fromhex(session_hash)
+        except ValueError:
+            return False
+        row = self._db.execute(
+            "SELECT 1 FROM sessions WHERE hash = ? AND expires_at > ?", (key, time.time())
+        ).fetchone()
+        return row is not None
+
     def delete_session(self, sid: str) -> None:
         with self._tx() as db:
             db.execute("DELETE FROM sessions WHERE hash = ?", (_hash(sid),))

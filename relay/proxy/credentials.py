@@ -68,6 +68,12 @@ class Credentials:
                 self.audit.record(Event("signin_failed", ANONYMOUS, host, client, {"via": via}))
         return user
 
+    def relay_session(self, headers: Headers) -> tuple[User | None, str]:
+        """The relay host's signed-in user and the session id (the cookie), or (None, "")."""
+        sid = cookie_value(headers, self.cookie_name) or ""
+        user = self.store.session_user(sid, self.public.domain) if sid else None
+        return user, sid if user is not None else ""
+
     def session_user(self, headers: Headers, host: str) -> User | None:
         sid = cookie_value(headers, self.cookie_name)
         return self.store.session_user(sid, host) if sid else None

@@ -81,13 +81,16 @@ class Forwarder:
         head: RequestHead,
         tunnel: Tunnel,
         still_allowed: Callable[[], bool] = lambda: True,
+        *,
+        extra: tuple[tuple[str, str], ...] = (),
     ) -> Outcome:
-        """``still_allowed``: the request's routing and auth run again, for a WebSocket's lifetime."""
+        """``still_allowed``: the request's routing and auth run again, for a WebSocket's lifetime;
+        ``extra``: headers the relay adds (the dashboard's identity)."""
         stream = visitor.take_idle(tunnel) or await self._open(tunnel)
         tunnel.requests += 1
         outcome: Outcome | None = None
         try:
-            outcome = await self._exchange(visitor, head, tunnel, stream, still_allowed)
+            outcome = await self._exchange(visitor, head, tunnel, stream, still_allowed, extra)
             return outcome
         finally:
             if outcome is not None and outcome.keep and not visitor.draining and stream.clean():
@@ -109,10 +112,12 @@ class Forwarder:
         tunnel: Tunnel,
         stream: Stream,
         still_allowed: Callable[[], bool],
+        extra: tuple[tuple[str, str], ...] = (),
     ) -> Outcome:
         headers = upstream_headers(
             head.headers, peer_ip=visitor.peer_ip, scheme=visitor.scheme, trusted=self.trust_proxy
         )
+        headers.extend(extra)
         if head.version < (1, 1) and head.keep_alive:
             # HTTP/1.0 is persistent only when asked; Connection itself is hop-by-hop, so the
             # relay asks again for its own hop, and the channel and the visitor stay open.

@@ -5,16 +5,23 @@ credentials (its errors propagate: the visitor edge answers 503)."""
 
 from __future__ import annotations
 
+import secrets
 import time
 from dataclasses import dataclass
 
 from .. import audit, auth, pages, sharing
 from ..config import PublicUrl
+from ..dashboard.rules import csrf_token
 from ..errors import RelayError, Unauthorized
 from ..http1 import Framing, RequestHead, get_one
 from ..names import HostKind, classify_host
 from ..protocol import (
+    DASHBOARD_CSRF_HEADER,
+    DASHBOARD_PATH,
+    DASHBOARD_SESSION_HEADER,
+    DASHBOARD_USER_HEADER,
     HEALTH_PATH,
+    LOGIN_PATH,
     MAX_FORM_BYTES,
     RELAY_PATH_PREFIX,
     STATUS_PATH,
@@ -22,7 +29,7 @@ from ..protocol import (
     TOKEN_QUERY,
 )
 from ..rewrite import IPNetwork, query_params, request_scheme, without_param
-from ..store import Guest, User
+from ..store import Guest, Store, User
 from ..tunnels import Registry, Tunnel
 from .credentials import Credentials
 from .portal import Portal
@@ -48,7 +55,8 @@ class Forward:
 
     tunnel: Tunnel
     html: bool
-    visitor: str = ""  # who, for the inspector: a user name, link:LABEL or public
+    visitor: str = ""  # who, for the inspector: a user name, link:LABEL or public ("": the dashboard)
+    extra: tuple[tuple[str, str], ...] = ()  # headers the relay adds (the dashboard's identity)
 
 
 Decision = Answer | RelayHost | Forward
@@ -79,8 +87,12 @@ class Router:
         public: PublicUrl,
         trust_proxy: tuple[IPNetwork, ...],
         audit_log: audit.AuditLog | None = None,
+        dashboard: Tunnel | None = None,
     ) -> None:
         self.audit = audit_log
+        #: The dashboard's application (a Unix socket), reached like a tunnel; None: the plain pages.
+        self.dashboard = dashboard
+        self._csrf_secret = secrets.token_bytes(32)  # CSRF tokens live as long as this process
         self.registry = registry
         self.portal = portal
         self.credentials = credentials
@@ -175,13 +187,41 @@ class Router:
             )
         return Forward(tunnel, html, actor)
 
-    def _relay_host(self, head: RequestHead, html: bool) -> Answer | RelayHost:
-        if head.method == "POST" and head.path.startswith(RELAY_PATH_PREFIX):
+    def _relay_host(self, head: RequestHead, html: bool) -> Decision:
+        path = head.path
+        if head.method == "POST" and path.startswith(RELAY_PATH_PREFIX):
             if head.framing is Framing.CHUNKED:
                 return Answer(Reply.error(411, "Content-Length required", html=html))
             if head.length > MAX_FORM_BYTES:
                 return Answer(Reply.error(413, "form too large", html=html))
-        return RelayHost()
+        if self.dashboard is None or not (path == "/" or path.startswith(DASHBOARD_PATH + "/")):
+            return RelayHost()
+        return self._to_dashboard(head, html, self.dashboard)
+
+    def _to_dashboard(self, head: RequestHead, html: bool, dashboard: Tunnel) -> Decision:
+        """The dashboard, for a visitor signed in on the relay host: the front authenticates, checks
+        the Origin of a change, and tells the dashboard who it is and the session's CSRF token."""
+        user, sid = self.credentials.relay_session(head.headers)
+        if user is None:
+            if head.path == "/":
+                return RelayHost()  # the sign-in page
+            if head.method in ("GET", "HEAD") and html:
+                return Answer(Reply.redirect(302, self.public.relay_origin + LOGIN_PATH))
+            return Answer(Reply.error(401, "sign in on the relay first", html=html), note="unauthorized")
+        if head.method not in ("GET", "HEAD") and not auth.origin_ok(
+            method=head.method,
+            is_upgrade=head.is_upgrade,
+            origin=get_one(head.headers, "origin"),
+            tunnel_origin=self.public.relay_origin,
+        ):
+            return Answer(Reply.error(403, "cross-origin request refused", html=html), note="bad_origin")
+        session = Store.session_hash(sid)
+        extra = (
+            (DASHBOARD_USER_HEADER, str(user.id)),
+            (DASHBOARD_SESSION_HEADER, session),
+            (DASHBOARD_CSRF_HEADER, csrf_token(self._csrf_secret, session)),
+        )
+        return Forward(dashboard, html, "", extra)
 
     def _query_token(self, head: RequestHead, client: str, owner_id: int) -> Reply | None:
         # Decoded names, so that relay%5Ftoken= is recognised too and never reaches the backend.

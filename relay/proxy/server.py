@@ -22,7 +22,7 @@ from ..rewrite import IPNetwork, is_trusted
 from ..sso import SsoCodes
 from ..store import Store
 from ..storewriter import StoreWriter
-from ..tunnels import Registry
+from ..tunnels import Registry, Tunnel
 from .credentials import Credentials
 from .forward import Forwarder
 from .portal import Portal
@@ -50,6 +50,7 @@ class Proxy:
         audit: AuditLog | None = None,
         inspector: Inspector | None = None,
         meter: Meter | None = None,
+        dashboard: Tunnel | None = None,
     ) -> None:
         self.meter = meter
         self.limits = limits = limits or Limits()
@@ -82,6 +83,7 @@ class Proxy:
             public=public,
             trust_proxy=trust_proxy,
             audit_log=audit,
+            dashboard=dashboard,
         )
         #: Open WebSockets, re-checked every ``share_recheck_interval`` (see :meth:`watch_upgrades`).
         self.upgrades = OpenUpgrades()

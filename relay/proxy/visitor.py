@@ -316,7 +316,7 @@ class Visitor:
                 ms=f"{(time.monotonic() - started) * 1000:.1f}",
                 note=note,
             )
-            if self.forwarded is not None and self.front.inspector is not None:
+            if self.forwarded is not None and self.forwarded.visitor and self.front.inspector is not None:
                 self._inspect(head, outcome, client, started)
             if self.front.meter is not None:
                 self._count(outcome.status, note, started)
@@ -348,7 +348,7 @@ class Visitor:
             try:
                 tunnel = decision.tunnel
                 if not head.is_upgrade:
-                    return await front.forwarder.forward(self, head, tunnel), None
+                    return await front.forwarder.forward(self, head, tunnel, extra=decision.extra), None
 
                 def still_allowed() -> bool:  # the same request, routed again (a WebSocket lives on)
                     again = front.router.route(head, scheme=self.scheme, peer_ip=self.peer_ip, client=client)

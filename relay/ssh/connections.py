@@ -77,6 +77,16 @@ class SshConnections:
                     emit(log, logging.INFO, "tunnel.domain_unverified", peer=ssh.peer, host=tunnel.host)
                     ssh.drop_tunnel(tunnel, "the custom domain was removed")
 
+    def close_tunnel(self, host: str, reason: str) -> bool:
+        """Close the live tunnel on ``host`` (its client is told ``reason``); False if none was."""
+        for ssh in self:
+            for tunnel in list(ssh.tunnels):
+                if tunnel.host == host:
+                    emit(log, logging.INFO, "tunnel.closed_by_admin", peer=ssh.peer, host=host)
+                    ssh.drop_tunnel(tunnel, reason)
+                    return True
+        return False
+
     async def close_all(self, reason: str, wait: float) -> None:
         """Tell every client ``reason`` and disconnect; wait up to ``wait`` seconds for them to go."""
         for ssh in self:
