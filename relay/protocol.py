@@ -65,6 +65,7 @@ DASHBOARD_HEADER_PREFIX = "x-relay-dashboard-"
 DASHBOARD_USER_HEADER = "x-relay-dashboard-user"
 DASHBOARD_SESSION_HEADER = "x-relay-dashboard-session"
 DASHBOARD_CSRF_HEADER = "x-relay-dashboard-csrf"
+DASHBOARD_CLIENT_HEADER = "x-relay-dashboard-client"  # the visitor's address (for the audit log)
 #: A share link is ``SHARE_PATH/CODE`` on the relay host; ``SHARE_PATH?host=&state=`` continues it.
 SHARE_PATH = "/_relay/share"
 #: On a tunnel host, for those who may visit it: ``{"live": ..., "last_seen": ...}`` (the offline

@@ -31,6 +31,7 @@ from ..inspector import Inspector, Row, size
 from ..limits import Limits
 from ..pages import ago
 from ..protocol import (
+    DASHBOARD_CLIENT_HEADER,
     DASHBOARD_CSRF_HEADER,
     DASHBOARD_PATH,
     DASHBOARD_SESSION_HEADER,
@@ -70,6 +71,7 @@ class Visitor:
     user: User
     session: str  # a hash of the relay-host session id
     csrf: str
+    client: str = ""
 
 
 def _visitor(request: web.Request, store: Store) -> Visitor:
@@ -82,6 +84,7 @@ def _visitor(request: web.Request, store: Store) -> Visitor:
         user,
         request.headers.get(DASHBOARD_SESSION_HEADER, ""),
         request.headers.get(DASHBOARD_CSRF_HEADER, ""),
+        request.headers.get(DASHBOARD_CLIENT_HEADER, ""),
     )
 
 
@@ -257,7 +260,7 @@ class Dashboard:
         if self.ctx.audit_log is not None:
             self.ctx.audit_log.record(
                 audit.Event(
-                    event, visitor.user.name, host, "dashboard", dict(detail), owner_id, visitor.user.id
+                    event, visitor.user.name, host, visitor.client, dict(detail), owner_id, visitor.user.id
                 )
             )
 
@@ -355,7 +358,11 @@ class Dashboard:
 
     async def static(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        kinds = {"dashboard.css": "text/css", "dashboard.js": "application/javascript"}
+        kinds = {
+            "dashboard.css": "text/css",
+            "dashboard.js": "text/javascript",
+            "favicon.svg": "image/svg+xml",
+        }
         if name not in kinds:
             raise web.HTTPNotFound()
         body = (files("relay.dashboard") / "static" / name).read_bytes()

@@ -133,6 +133,8 @@ class Portal:
         html = auth.wants_html(get_one(head.headers, "accept") or "")
         if path == HEALTH_PATH:
             return Reply.json(200, {"status": "ok"})
+        if path == "/favicon.ico":  # asked by every browser; the pages name their own icon
+            return Reply(204, [("Cache-Control", "max-age=86400")])
         if method not in ("GET", "HEAD") and not auth.origin_ok(
             method=method,
             is_upgrade=head.is_upgrade,

@@ -16,6 +16,7 @@ from ..errors import RelayError, Unauthorized
 from ..http1 import Framing, RequestHead, get_one
 from ..names import HostKind, classify_host
 from ..protocol import (
+    DASHBOARD_CLIENT_HEADER,
     DASHBOARD_CSRF_HEADER,
     DASHBOARD_PATH,
     DASHBOARD_SESSION_HEADER,
@@ -118,7 +119,7 @@ class Router:
             return Answer(self._to_https(head, html))
         # 3. The login origin.
         if host == self.public.domain:
-            return self._relay_host(head, html)
+            return self._relay_host(head, html, client)
         # 4. A tunnel (live, or an owned host whose client is away), and the relay's own paths on it.
         tunnel = self.registry.get(host)
         owner_id = tunnel.user_id if tunnel is not None else self._offline_owner(host)
@@ -187,7 +188,7 @@ class Router:
             )
         return Forward(tunnel, html, actor)
 
-    def _relay_host(self, head: RequestHead, html: bool) -> Decision:
+    def _relay_host(self, head: RequestHead, html: bool, client: str) -> Decision:
         path = head.path
         if head.method == "POST" and path.startswith(RELAY_PATH_PREFIX):
             if head.framing is Framing.CHUNKED:
@@ -196,9 +197,9 @@ class Router:
                 return Answer(Reply.error(413, "form too large", html=html))
         if self.dashboard is None or not (path == "/" or path.startswith(DASHBOARD_PATH + "/")):
             return RelayHost()
-        return self._to_dashboard(head, html, self.dashboard)
+        return self._to_dashboard(head, html, self.dashboard, client)
 
-    def _to_dashboard(self, head: RequestHead, html: bool, dashboard: Tunnel) -> Decision:
+    def _to_dashboard(self, head: RequestHead, html: bool, dashboard: Tunnel, client: str) -> Decision:
         """The dashboard, for a visitor signed in on the relay host: the front authenticates, checks
         the Origin of a change, and tells the dashboard who it is and the session's CSRF token."""
         user, sid = self.credentials.relay_session(head.headers)
@@ -220,6 +221,7 @@ class Router:
             (DASHBOARD_USER_HEADER, str(user.id)),
             (DASHBOARD_SESSION_HEADER, session),
             (DASHBOARD_CSRF_HEADER, csrf_token(self._csrf_secret, session)),
+            (DASHBOARD_CLIENT_HEADER, client),
         )
         return Forward(dashboard, html, "", extra)
 

@@ -14,6 +14,7 @@ from playwright.async_api import async_playwright, expect
 
 from .conftest import Owned, unique_name
 from .harness import CHROMIUM, CHROMIUM_FLAGS, Backend, RelayProcess, fetch, open_tunnel, start_relay
+from .test_browser_dashboard import shot
 
 
 async def wait_offline(relay: RelayProcess, host: str, token: str) -> None:
@@ -42,7 +43,7 @@ async def test_the_offline_page_brings_the_app_back_by_itself(
             await expect(page.locator("h1")).to_contain_text(f"{owned.name} is offline")
             await expect(page.locator("body")).to_contain_text("Last seen")
             await expect(page.locator("body")).to_contain_text("just now")
-            await page.screenshot(path=str(workdir / "offline.png"))
+            await shot(page, workdir, "offline.png")
             # The client comes back: the waiting page reloads into the app, nobody touching it.
             back = await open_tunnel(
                 relay, owned.name, f"{owned.name}:80:127.0.0.1:{backend.port}", token=owned.token
