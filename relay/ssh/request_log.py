@@ -5,6 +5,7 @@ the next line that fits says how many were skipped."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import asyncssh
@@ -19,8 +20,13 @@ EXEC_LOG = "log"
 LOG_USAGE = "usage: log [NAME|DOMAIN]"
 
 
+#: Seconds request lines are gathered before they are written: under load one SSH packet carries
+#: many lines (a packet per request would cost the relay and the user's ssh as much as the request).
+FLUSH_DELAY = 0.1
+
+
 class LineFeed:
-    """Writes rows to ``chan`` as lines, never buffering more than ``backlog`` bytes for it."""
+    """Writes rows to ``chan`` as lines, in batches, never buffering more than ``backlog`` bytes."""
 
     def __init__(
         self, chan: asyncssh.SSHServerChannel[str], *, nl: str, backlog: int, with_host: bool
@@ -30,17 +36,38 @@ class LineFeed:
         self.backlog = backlog
         self.with_host = with_host
         self.skipped = 0
+        self._lines: list[str] = []
+        self._size = 0
+        self._timer: asyncio.TimerHandle | None = None
 
     def __call__(self, row: Row) -> None:
         if self.chan.is_closing():
             return
-        if self.chan.get_write_buffer_size() > self.backlog:
+        if self.chan.get_write_buffer_size() + self._size > self.backlog:
             self.skipped += 1
             return
+        text = line(row, with_host=self.with_host) + self.nl
+        self._lines.append(text)
+        self._size += len(text)
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(FLUSH_DELAY, self.flush)
+
+    def flush(self) -> None:
+        self._timer = None
+        lines, self._lines, self._size = self._lines, [], 0
+        if self.chan.is_closing():
+            return
         if self.skipped:
-            self.chan.write(f"relay: {self.skipped} request lines skipped (not read in time){self.nl}")
+            lines.insert(0, f"relay: {self.skipped} request lines skipped (not read in time){self.nl}")
             self.skipped = 0
-        self.chan.write(line(row, with_host=self.with_host) + self.nl)
+        if lines:
+            self.chan.write("".join(lines))
+
+    def replayed(self) -> None:
+        """Write what was gathered now (the replay of ``log``, before following)."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self.flush()
 
 
 def log_hosts(
@@ -70,3 +97,4 @@ def replay(inspector: Inspector, hosts: list[str], feed: LineFeed, last: int) ->
     rows = sorted((r for h in hosts for r in inspector.recent(h, last)), key=lambda r: r.at)
     for row in rows[-last:]:
         feed(row)
+    feed.replayed()
