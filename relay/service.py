@@ -291,11 +291,11 @@ class RelayService:
             self._ssh.close()
         if self.proxy is not None:
             await self.proxy.drain(self.config.limits.shutdown_grace)
+        if self._dashboard_runner is not None:  # its event streams end at once (they are not waited for)
+            await self._dashboard_runner.cleanup()
         await self.ssh_connections.close_all("relay is shutting down; reconnect in a moment", wait=5.0)
         if self._metrics_runner is not None:
             await self._metrics_runner.cleanup()
-        if self._dashboard_runner is not None:
-            await self._dashboard_runner.cleanup()
         for task_name in ("_stats_task", "_recheck_task", "_purge_task", "_upgrades_task", "_audit_task"):
             task = getattr(self, task_name, None)
             if task is not None:

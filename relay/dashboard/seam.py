@@ -38,7 +38,9 @@ async def serve(app: web.Application, data_dir: Path) -> tuple[web.AppRunner, Tu
     path = data_dir / SOCKET_NAME
     with contextlib.suppress(FileNotFoundError):
         path.unlink()  # a previous run's (the data dir lock says no relay runs on it now)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    # The front already drained its requests when this runner is cleaned up; what is left is event
+    # streams, which end with the relay (a browser reconnects to the next one).
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
     await runner.setup()
     old = os.umask(0o177)
     try:

@@ -25,6 +25,7 @@ from ..http1 import (
     Framing,
     RequestHead,
     ResponseHead,
+    get_one,
     parse_response_head,
     response_framing,
     serialise_request,
@@ -42,6 +43,10 @@ if TYPE_CHECKING:
 #: Response bodies up to this size are read whole and sent with their head in one write (most
 #: responses of an app are small; a second send() per response costs more than the copy).
 SMALL_BODY = 16 * 1024
+
+
+def _event_stream(resp: ResponseHead) -> bool:
+    return (get_one(resp.headers, "content-type") or "").startswith("text/event-stream")
 
 
 class Abort(Exception):
@@ -235,6 +240,8 @@ class Forwarder:
         length: int,
     ) -> Outcome:
         keep = head.keep_alive and resp.keep_alive and framing is not Framing.CLOSE and not visitor.draining
+        if framing is not Framing.LENGTH and _event_stream(resp):
+            visitor.busy = False  # an event stream (the inspector's) may last hours, like a WebSocket
         out_headers = downstream_headers(resp.headers, self.relay_domain)  # no Connection of its own
         if not keep:
             out_headers.append(("Connection", "close"))

@@ -9,6 +9,7 @@ import asyncio
 import json
 import re
 import time
+from pathlib import Path
 from urllib.parse import urlencode
 
 import aiohttp
@@ -23,6 +24,7 @@ from .harness import (
     open_tunnel,
     raw_request,
     ssh_exec,
+    start_relay,
 )
 
 FORM = "application/x-www-form-urlencoded"
@@ -228,3 +230,25 @@ async def test_a_thousand_tunnels_render(relay: RelayProcess) -> None:
     took = time.monotonic() - started
     assert status == 200 and html.count("offline") >= 1000
     print(f"a dashboard of 1,000 tunnels rendered in {took * 1000:.0f} ms")
+
+
+async def test_an_open_event_stream_does_not_hold_up_shutdown(workdir: Path, backend: Backend) -> None:
+    own = start_relay(workdir)
+    try:
+        name = unique_name("sse")
+        token = own.add_user(name)
+        tunnel = await open_tunnel(own, name, f"{name}:80:127.0.0.1:{backend.port}", token=token)
+        cookie = await sign_in_relay(own, token)
+        async with aiohttp.ClientSession() as session:
+            async with session.get(
+                f"{own.base}/_relay/dashboard/events?host={name}.localhost",
+                headers={"Host": "localhost", "Cookie": cookie},
+            ) as stream:
+                assert stream.status == 200
+                started = time.monotonic()
+                code = await asyncio.to_thread(own.stop)
+                assert code == 0 and time.monotonic() - started < 10  # not the 30 s shutdown grace
+        await tunnel.close()
+    finally:
+        if own.proc.poll() is None:
+            own.stop()
