@@ -13,7 +13,16 @@ from typing import Annotated, Any
 import typer
 
 from . import __version__
-from .config import ClientError, HostKeyPins, Profile, config_dir, parse_relay, resolve, save_profile
+from .config import (
+    ClientError,
+    HostKeyPins,
+    Profile,
+    config_dir,
+    one_secret,
+    parse_relay,
+    resolve,
+    save_profile,
+)
 from .connect import Fatal, TunnelClient
 from .publish import Publisher
 from .settings import build_spec
@@ -35,7 +44,9 @@ RelayOpt = Annotated[
     str | None,
     typer.Option(
         "--relay",
-        help="Relay SSH address HOST[:PORT] (port 2222 by default) [env: RELAY_HOST]",
+        help="Relay SSH address HOST[:PORT] (port 2222 by default), or the one-secret connect string "
+        "relay://USER:TOKEN@HOST:PORT#SHA256:FP that `relay user add` prints (it pins the host key too; "
+        "prefer RELAY_URL for it: other local users can read command lines) [env: RELAY_URL, RELAY_HOST]",
         show_default=False,
     ),
 ]
@@ -158,6 +169,14 @@ def login(
     relay: RelayOpt = None, token: TokenOpt = None, user: UserOpt = None, host_key: HostKeyOpt = None
 ) -> None:
     """Check the credentials against the relay, pin its host key, and save them (0600) for later calls."""
+    try:
+        one = one_secret(relay)
+    except ClientError as exc:
+        _fail(str(exc))
+        return
+    if one is not None:
+        relay, user, token = f"{one.host}:{one.port}", user or one.user, token or one.token
+        host_key = host_key or one.fingerprint
     relay = resolve(relay, "RELAY_HOST", None)
     user = resolve(user, "RELAY_USER", None)
     token = resolve(token, "RELAY_TOKEN", None)

@@ -43,6 +43,48 @@ def parse_relay(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
+#: The one secret a notebook needs (DESIGN §3.7): relay://USER:TOKEN@HOST:SSHPORT#SHA256:FINGERPRINT.
+CONNECT_SCHEME = "relay://"
+_CONNECT_FORM = "relay://USER:TOKEN@HOST:PORT#SHA256:FINGERPRINT"
+
+
+@dataclass(frozen=True)
+class ConnectString:
+    user: str
+    token: str
+    host: str
+    port: int
+    fingerprint: str | None  # "SHA256:...": the relay's host key, pinned before the first connection
+
+
+def parse_connect_string(value: str) -> ConnectString:
+    """A connect string, or :class:`ClientError` naming the part that is wrong (never echoing the token)."""
+    text = value.strip()
+    if not text.startswith(CONNECT_SCHEME):
+        raise ClientError(f"a connect string starts with {CONNECT_SCHEME} ({_CONNECT_FORM})")
+    rest, hash_mark, fragment = text[len(CONNECT_SCHEME) :].partition("#")
+    userinfo, at, address = rest.rpartition("@")
+    if not at:
+        raise ClientError(f"the connect string has no USER:TOKEN@ before the host ({_CONNECT_FORM})")
+    user, colon, token = userinfo.partition(":")
+    if not user or not all(c.isalnum() or c == "-" for c in user):
+        raise ClientError(f"the connect string's user is missing or not a relay user name ({_CONNECT_FORM})")
+    if not colon or not token or any(c in token for c in " /?#"):
+        raise ClientError(f"the connect string's token is missing or malformed ({_CONNECT_FORM})")
+    if not address or "/" in address:
+        raise ClientError(f"the connect string's HOST:PORT is missing or malformed ({_CONNECT_FORM})")
+    try:
+        host, port = parse_relay(address)
+    except ClientError:
+        raise ClientError(
+            f"the connect string's HOST:PORT {address[:80]!r} is not valid ({_CONNECT_FORM})"
+        ) from None
+    fingerprint = fragment or None
+    if hash_mark and (fingerprint is None or not fingerprint.startswith("SHA256:") or len(fingerprint) < 20):
+        raise ClientError(f"the connect string's fingerprint must look like SHA256:... ({_CONNECT_FORM})")
+    return ConnectString(user, token, host, port, fingerprint)
+
+
 @dataclass
 class Profile:
     relay: str | None = None
@@ -103,6 +145,15 @@ def resolve(
     if os.environ.get(env_name):
         return os.environ[env_name]
     return secret(env_name) or saved
+
+
+def one_secret(relay_flag: str | None) -> ConnectString | None:
+    """The connect string in effect: ``--relay relay://...``, else (no --relay at all) ``RELAY_URL``
+    from the environment or a Colab secret; None if neither says one."""
+    if relay_flag:
+        return parse_connect_string(relay_flag) if relay_flag.startswith(CONNECT_SCHEME) else None
+    url = resolve(None, "RELAY_URL", None)
+    return parse_connect_string(url) if url else None
 
 
 class HostKeyPins:

@@ -73,8 +73,9 @@ def connect(
 ) -> Connection:
     """Open a tunnel in the background and return once its URL is known.
 
-    Settings not given come from ``RELAY_HOST``/``RELAY_TOKEN``/``RELAY_USER``, Colab secrets of the
-    same names, or the profile saved by ``relay-client login``.
+    Settings not given come from ``RELAY_URL`` (the one-secret connect string ``relay user add`` prints)
+    or ``RELAY_HOST``/``RELAY_TOKEN``/``RELAY_USER``, Colab secrets of the same names, or the profile
+    saved by ``relay-client login``. ``relay`` may be the connect string itself.
     """
     directory = config_dir()
     spec = build_spec(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .config import ClientError, load_profile, parse_relay, resolve
+from .config import ClientError, load_profile, one_secret, parse_relay, resolve
 from .connect import TunnelSpec
 
 
@@ -30,10 +30,17 @@ def build_spec(
     if name and domain:
         raise ClientError("use either --name or --domain, not both")
     profile = load_profile(directory)
+    # One secret: --relay relay://..., or RELAY_URL (environment or Colab secret); the other flags
+    # still win over the parts it carries.
+    one = one_secret(relay)
+    if one is not None:
+        relay, user, token = f"{one.host}:{one.port}", user or one.user, token or one.token
+        host_key = host_key or one.fingerprint
     relay_value = resolve(relay, "RELAY_HOST", profile.relay)
     if not relay_value:
         raise ClientError(
-            "no relay given: pass --relay HOST[:PORT], set RELAY_HOST, or run `relay-client login` once"
+            "no relay given: set RELAY_URL to the connect string `relay user add` printed, pass --relay "
+            "HOST[:PORT] (or RELAY_HOST), or run `relay-client login` once"
         )
     user_value = resolve(user, "RELAY_USER", profile.user)
     if not user_value:

@@ -21,7 +21,7 @@ from typing import Annotated, Any, TypeVar
 import asyncssh
 import typer
 
-from . import __version__, audit, domain_claims, sharing
+from . import __version__, audit, domain_claims, onboarding, sharing
 from .config import Config, PublicUrl, parse_address, parse_networks
 from .datadir import default_data_dir, ensure_data_dir, is_serving
 from .dnscheck import DnsChecker, parse_dns_server
@@ -290,16 +290,20 @@ async def _serve(config: Config) -> None:
     port_flag = "" if service.ssh_port == 22 else f"-p {service.ssh_port} "
     if service.bootstrap is not None:
         boot = service.bootstrap
+        connect = onboarding.connect_string(
+            boot.admin, boot.token, public.domain, service.ssh_port, service.host_fingerprint
+        )
         out += [
             f"relay: first start: created admin user {boot.admin!r}. Its token, shown only now:",
             f"    {boot.token}",
+            "relay: its connect string, the one secret a notebook needs (RELAY_URL), shown only now:",
+            f"    {connect}",
             "relay: open a tunnel to a local port 8888 (enter the token as the password):",
             f"    ssh {port_flag}-R {boot.admin}:80:localhost:8888 {boot.admin}@{public.domain}",
             f"    → {public.tunnel_url(f'{boot.admin}.{public.domain}')}",
-            "relay: or with the Python client (the token in the environment, not on its command line,"
+            "relay: or with the Python client (the secret in the environment, not on its command line,"
             " where every local user could read it):",
-            f"    RELAY_TOKEN={boot.token} relay-client connect --relay {public.domain}:{service.ssh_port} "
-            f"--user {boot.admin} --port 8888",
+            f"    RELAY_URL='{connect}' relay-client connect --port 8888",
         ]
     service.handle_signals()
     out.append("relay: ready (Ctrl-C or SIGTERM stops it)")
@@ -327,10 +331,15 @@ def user_add(
         user = store.add_user(name, admin=admin)
         info, token = store.create_token(name, label="first token")
         _audit(store, "user_add", user_id=user.id, user=name, admin=admin, token_id=info.id)
+        connect = onboarding.for_token(store, data_dir or default_data_dir(), name, token)
         _emit(
             as_json,
-            {"user": asdict(user), "token": token, "token_id": info.id},
-            lambda: [f"created user {name}{' (admin)' if admin else ''}", f"token (shown only now): {token}"],
+            {"user": asdict(user), "token": token, "token_id": info.id, "connect": connect},
+            lambda: [
+                f"created user {name}{' (admin)' if admin else ''}",
+                f"token (shown only now): {token}",
+                f"connect string, the one secret a notebook needs (RELAY_URL): {connect}",
+            ],
         )
 
 
@@ -376,12 +385,14 @@ def token_create(
         expires_at = time.time() + parse_duration(expires) if expires else None
         info, token = store.create_token(user, label=label, expires_at=expires_at)
         _audit(store, "token_create", user_id=_user_id(store, user), user=user, token_id=info.id, label=label)
+        connect = onboarding.for_token(store, data_dir or default_data_dir(), user, token)
         _emit(
             as_json,
-            {"token": token, **asdict(info)},
+            {"token": token, **asdict(info), "connect": connect},
             lambda: [
                 f"token {info.id} for {user} (expires {_when(expires_at)})",
                 f"token (shown only now): {token}",
+                f"connect string, the one secret a notebook needs (RELAY_URL): {connect}",
             ],
         )
 

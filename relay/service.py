@@ -15,7 +15,7 @@ import asyncssh
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from . import hostkey
+from . import hostkey, onboarding
 from .admission import raise_fd_limit
 from .audit import AuditLog, Event, write_batch
 from .auth import FailureLimiter
@@ -169,6 +169,9 @@ class RelayService:
                     dns=dns,
                     audit_log=self.audit,
                     close_tunnel=lambda host: self.ssh_connections.close_tunnel(host, "closed by an admin"),
+                    connect_string=lambda user, token: onboarding.connect_string(
+                        user, token, public.domain, self.ssh_port, self.host_fingerprint
+                    ),
                 )
             ),
             cfg.data_dir,
@@ -201,6 +204,8 @@ class RelayService:
         )
         self._ssh = await start_ssh_server(ssh_ctx, cfg.bind, cfg.ssh_port, self.host_key)
         self.ssh_port = ssh_ctx.ssh_port = self._ssh.sockets[0].getsockname()[1]
+        endpoint = f"{public.domain}:{self.ssh_port}"  # for the connect strings admin commands print
+        self._writer().submit(lambda store: store.record_setting("ssh_endpoint", endpoint), "ssh_endpoint")
         self._stats_task = asyncio.ensure_future(self._write_stats())
         self._recheck_task = asyncio.ensure_future(self._recheck_credentials())
         self._purge_task = asyncio.ensure_future(self._purge_sessions())

@@ -638,6 +638,14 @@ class Store:
         with self._tx() as db:
             db.execute("INSERT OR REPLACE INTO settings (key, value) VALUES ('origin', ?)", (origin,))
 
+    def record_setting(self, key: str, value: str) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)", (key, value))
+
+    def setting(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+        return str(row[0]) if row else None
+
     def relay_origin(self) -> str:
         row = self._db.execute("SELECT value FROM settings WHERE key = 'origin'").fetchone()
         return str(row[0]) if row else f"http://{self.relay_domain()}"

@@ -64,6 +64,8 @@ class DashboardContext:
     audit_log: audit.AuditLog | None = None
     #: Closes the live tunnel on a host (an admin's action); False if none was live.
     close_tunnel: Callable[[str], bool] = field(default=lambda host: False)
+    #: The connect string of a new token (user, token) -> relay://... ("" when unknown).
+    connect_string: Callable[[str, str], str] = field(default=lambda user, token: "")
 
 
 @dataclass(frozen=True)
@@ -289,7 +291,9 @@ class Dashboard:
         )
         self._record(visitor, "link_add", host, owner, id=share.id, kind="link", who=sharing.who(share))
         url = sharing.link_url(self.ctx.public.relay_origin, code)
-        return self.page("shown_once.html", visitor, what="share link", value=url, host=host, share=share)
+        return self.page(
+            "shown_once.html", visitor, what="share link", value=url, host=host, share=share, connect=""
+        )
 
     async def _revoke(self, visitor: Visitor, form: dict[str, str]) -> web.Response:
         share = self.ctx.store.get_share(form.get("id", ""))
@@ -322,7 +326,10 @@ class Dashboard:
             lambda own: own.create_token(user.name, label=label, expires_at=ends)
         )
         self._record(visitor, "token_create", "", None, token_id=info.id, label=label)
-        return self.page("shown_once.html", visitor, what="token", value=token, host=None, share=None)
+        connect = self.ctx.connect_string(user.name, token)
+        return self.page(
+            "shown_once.html", visitor, what="token", value=token, host=None, share=None, connect=connect
+        )
 
     async def _token_revoke(self, visitor: Visitor, form: dict[str, str]) -> web.Response:
         token_id = form.get("id", "")

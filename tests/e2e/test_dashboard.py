@@ -139,6 +139,8 @@ async def test_tokens_and_links_are_made_and_revoked_here(relay: RelayProcess, o
     assert status == 200 and "shown only now" in html
     token = re.search(r"(rly_[0-9a-f]{10}_[A-Za-z0-9_\-]+)", html)
     assert token
+    connect = f"relay://{owned.name}:{token[1]}@localhost:{relay.ssh_port}#{relay.fingerprint}"
+    assert connect in html  # the one secret, beside the token
     assert (await fetch(relay, owned.host, "/echo", headers={"X-Relay-Token": token[1]})).status == 200
     token_id = token[1][: len("rly_") + 10]
     assert token_id in (await page(relay, cookie))[1] and token[1] not in (await page(relay, cookie))[1]

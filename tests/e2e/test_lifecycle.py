@@ -197,14 +197,14 @@ async def test_revoking_a_token_ends_its_sessions_and_ssh_connections(
 
 def test_first_start_prints_commands_that_keep_the_token_off_command_lines(relay: RelayProcess) -> None:
     """What the relay tells its owner to run must not put the token in argv (readable by any local
-    user): the ssh line prompts for it, the client line passes it in RELAY_TOKEN."""
+    user): the ssh line prompts for it, the client line passes the connect string in RELAY_URL."""
     printed = "\n".join(relay.output)
     assert relay.admin_token and relay.admin_token in printed  # shown once, on its own line
     commands = [line.strip() for line in relay.output if "ssh " in line or "relay-client" in line]
     client = [c for c in commands if "relay-client connect" in c]
-    assert client == [
-        c for c in client if c.startswith(f"RELAY_TOKEN={relay.admin_token} relay-client connect ")
-    ]
+    connect = f"relay://owner:{relay.admin_token}@localhost:{relay.ssh_port}#{relay.fingerprint}"
+    assert f"    {connect}" in relay.output  # the one secret, on its own line
+    assert client == [c for c in client if c.startswith(f"RELAY_URL='{connect}' relay-client connect ")]
     assert client and all("--token" not in c for c in commands)
     ssh = [c for c in commands if c.startswith("ssh ")]
     assert ssh and all(relay.admin_token not in c for c in ssh)
