@@ -21,6 +21,10 @@ VISITOR_FIGURES = 10
 #: request server µs, per core, client µs and the machine's busy share; per new connection server
 #: and client µs; per WebSocket message server and client µs) and time to URL.
 TUNNEL_FIGURES = 10 + 1
+#: CPU is read from /proc in clock ticks (10 ms). In the quick run the C stack echoes its few hundred
+#: WebSocket messages in less than one tick now and then, so its CPU per message may read as zero:
+#: that figure is present (the count above checks it) but may be 0.
+MAY_READ_ZERO = ("CPU per message",)
 
 
 @pytest.mark.e2e
@@ -38,11 +42,17 @@ def test_quick_benchmark_reports_every_stack(tmp_path: Path) -> None:
     text = out.read_text()
     assert text.strip() in proc.stdout
     rows = [line for line in text.splitlines() if line.startswith("| ")]
+    workloads, workload = [], ""
+    for row in rows:  # a table row names its workload only on the first of its stacks
+        workload = row.split("|")[1].strip() or workload
+        workloads.append(workload)
     for key in ORDER:
-        figures = [row for row in rows if f"| {LABELS[key]} |" in row]
+        figures = [(w, row) for w, row in zip(workloads, rows, strict=True) if f"| {LABELS[key]} |" in row]
         expected = VISITOR_FIGURES + (TUNNEL_FIGURES if key in TUNNELS else 0)
         assert len(figures) == expected, (key, figures)
-        assert all("| 0 |" not in row and "| 0.00 |" not in row for row in figures), figures
+        measured = [row for w, row in figures if not any(label in w for label in MAY_READ_ZERO)]
+        assert len(measured) == expected - (2 if key in TUNNELS else 0), (key, figures)
+        assert all("| 0 |" not in row and "| 0.00 |" not in row for row in measured), figures
     for label in SERVER_LABELS.values():
         assert any(f"| {label} |" in row for row in rows), label
     assert "cores:" in text and "OpenSSH" in text
