@@ -631,18 +631,10 @@ def share_add(
     """Share NAME (or DOMAIN) with another user: they visit it with their own token or sign-in.
     Prints the share's id (for `share revoke`)."""
     with _store(data_dir) as store:
-        host, name = sharing.share_host(target, relay_domain=store.relay_domain())
-        owner = store.name_owner(name) if name is not None else store.verified_domain_owner(host)
-        other = store.get_user(with_user)
-        refusal = sharing.share_refusal(
-            caller_id=owner or 0, owner_id=owner, with_id=other.id, host=host, admin=True
+        new = sharing.plan_share(
+            store, target, with_user, expires, caller_id=0, admin=True, relay_domain=store.relay_domain()
         )
-        if refusal is not None:
-            _fail(refusal)
-        assert owner is not None
-        ends = time.time() + sharing.parse_duration(expires) if expires else None
-        most = Limits().share_max_users_per_host
-        share = store.add_share(host, owner, other.id, expires_at=ends, max_per_host=most)
+        share = sharing.add_share(store, new, Limits().share_max_users_per_host)
         _audit_share(store, "share_add", share)
         _emit(as_json, sharing.share_doc(share), lambda: [share.id])
 
@@ -665,16 +657,12 @@ def share_link(
     """A share link for NAME (or DOMAIN): whoever opens it gets a guest session for that one host
     until the link expires or is revoked. Prints the URL once; only its hash is kept."""
     with _store(data_dir) as store:
-        host, owner = sharing.owned_host(target, store=store, relay_domain=store.relay_domain())
-        refusal = sharing.link_refusal(caller_id=owner or 0, owner_id=owner, host=host, admin=True)
-        if refusal is not None:
-            _fail(refusal)
-        assert owner is not None
-        ends, text = sharing.link_expiry(expires, now=time.time()), sharing.link_label(label)
-        code, most = sharing.new_link_code(), Limits().share_max_links_per_host
-        share = store.add_link(host, owner, code, label=text, expires_at=ends, max_per_host=most)
+        new = sharing.plan_link(
+            store, target, expires, label, caller_id=0, admin=True, relay_domain=store.relay_domain()
+        )
+        share = sharing.add_link(store, new, Limits().share_max_links_per_host)
         _audit_share(store, "link_add", share)
-        url = sharing.link_url(store.relay_origin(), code)
+        url = sharing.link_url(store.relay_origin(), new.code)
         _emit(as_json, sharing.link_doc(share, url), lambda: [url])
 
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import secrets
 import time
+from dataclasses import dataclass
 
 from .domains import validate_domain
-from .errors import BadRequest
+from .errors import BadRequest, NotFound, RelayError
 from .names import HostKind, classify_host, validate_name
 from .protocol import SHARE_PATH
 from .store import ShareInfo, Store
@@ -139,6 +140,71 @@ def who(share: ShareInfo) -> str:
     if share.kind == "link":
         return link_actor(share.label, share.id)
     return share.user or "anyone"
+
+
+@dataclass(frozen=True)
+class NewShare:
+    """A user share that may be made (every check passed); the write is the caller's."""
+
+    host: str
+    owner_id: int
+    with_id: int
+    with_name: str
+    expires_at: float | None
+
+
+@dataclass(frozen=True)
+class NewLink:
+    """A share link that may be made; ``code`` is shown once and only its hash is stored."""
+
+    host: str
+    owner_id: int
+    code: str
+    label: str
+    expires_at: float
+
+
+def plan_share(
+    store: Store, target: str, with_name: str, expires: str | None, *, caller_id: int, admin: bool,
+    relay_domain: str,
+) -> NewShare:  # fmt: skip
+    """``share add TARGET --with USER [--expires]`` checked, for the SSH command, the admin CLI and
+    the dashboard alike; :class:`RelayError` says why not."""
+    host, owner = owned_host(target, store=store, relay_domain=relay_domain)
+    try:
+        other = store.get_user(with_name.strip())
+    except NotFound:
+        raise NotFound(f"no relay user {with_name.strip()[:40]!r}") from None
+    refusal = share_refusal(caller_id=caller_id, owner_id=owner, with_id=other.id, host=host, admin=admin)
+    if refusal is not None or owner is None:
+        raise RelayError(refusal or f"{host} is not owned by anyone")
+    ends = time.time() + parse_duration(expires) if expires else None
+    return NewShare(host, owner, other.id, other.name, ends)
+
+
+def plan_link(
+    store: Store, target: str, expires: str | None, label: str | None, *, caller_id: int, admin: bool,
+    relay_domain: str,
+) -> NewLink:  # fmt: skip
+    """``share link TARGET [--expires] [--label]`` checked, with a new code; :class:`RelayError` says
+    why not."""
+    host, owner = owned_host(target, store=store, relay_domain=relay_domain)
+    refusal = link_refusal(caller_id=caller_id, owner_id=owner, host=host, admin=admin)
+    if refusal is not None or owner is None:
+        raise RelayError(refusal or f"{host} is not owned by anyone")
+    return NewLink(host, owner, new_link_code(), link_label(label), link_expiry(expires, now=time.time()))
+
+
+def add_share(store: Store, new: NewShare, most: int) -> ShareInfo:
+    """The write of a :func:`plan_share` (in the store writer's thread, or the admin CLI's store)."""
+    return store.add_share(new.host, new.owner_id, new.with_id, expires_at=new.expires_at, max_per_host=most)
+
+
+def add_link(store: Store, new: NewLink, most: int) -> ShareInfo:
+    """The write of a :func:`plan_link`."""
+    return store.add_link(
+        new.host, new.owner_id, new.code, label=new.label, expires_at=new.expires_at, max_per_host=most
+    )
 
 
 def share_doc(share: ShareInfo) -> dict[str, object]:

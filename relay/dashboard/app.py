@@ -267,30 +267,26 @@ class Dashboard:
             )
 
     async def _share(self, visitor: Visitor, form: dict[str, str]) -> web.Response:
-        host, owner = self._owned(visitor, form.get("host", ""))
-        other = self.ctx.store.get_user(form.get("with", "").strip())
-        refusal = sharing.share_refusal(caller_id=owner, owner_id=owner, with_id=other.id, host=host)
-        if refusal is not None:
-            raise RelayError(refusal)
-        expires = form.get("expires", "").strip()
-        ends = time.time() + sharing.parse_duration(expires) if expires else None
+        host, owner = self._owned(visitor, form.get("host", ""))  # 403 for another user's host
+        new = sharing.plan_share(
+            self.ctx.store, host, form.get("with", ""), form.get("expires", "").strip() or None,
+            caller_id=owner, admin=True, relay_domain=self.ctx.public.domain,
+        )  # fmt: skip
         most = self.ctx.limits.share_max_users_per_host
-        share = await self.ctx.writer.run(
-            lambda own: own.add_share(host, owner, other.id, expires_at=ends, max_per_host=most)
-        )
-        self._record(visitor, "share_add", host, owner, id=share.id, kind="user", who=other.name)
-        return self._back(host, f"shared with {other.name}")
+        share = await self.ctx.writer.run(lambda own: sharing.add_share(own, new, most))
+        self._record(visitor, "share_add", host, owner, id=share.id, kind="user", who=new.with_name)
+        return self._back(host, f"shared with {new.with_name}")
 
     async def _link(self, visitor: Visitor, form: dict[str, str]) -> web.Response:
-        host, owner = self._owned(visitor, form.get("host", ""))
-        expires = form.get("expires", "").strip() or None
-        ends, label = sharing.link_expiry(expires, now=time.time()), sharing.link_label(form.get("label"))
-        code, most = sharing.new_link_code(), self.ctx.limits.share_max_links_per_host
-        share = await self.ctx.writer.run(
-            lambda own: own.add_link(host, owner, code, label=label, expires_at=ends, max_per_host=most)
-        )
+        host, owner = self._owned(visitor, form.get("host", ""))  # 403 for another user's host
+        new = sharing.plan_link(
+            self.ctx.store, host, form.get("expires", "").strip() or None, form.get("label"),
+            caller_id=owner, admin=True, relay_domain=self.ctx.public.domain,
+        )  # fmt: skip
+        most = self.ctx.limits.share_max_links_per_host
+        share = await self.ctx.writer.run(lambda own: sharing.add_link(own, new, most))
         self._record(visitor, "link_add", host, owner, id=share.id, kind="link", who=sharing.who(share))
-        url = sharing.link_url(self.ctx.public.relay_origin, code)
+        url = sharing.link_url(self.ctx.public.relay_origin, new.code)
         return self.page(
             "shown_once.html", visitor, what="share link", value=url, host=host, share=share, connect=""
         )

@@ -302,6 +302,7 @@ class Visitor:
                 self.front.forwarded.leave(client)
             # The one line for this request. The path has no query (tokens may be there); cookies,
             # the relay header and tokens are never logged; logfmt escapes and caps what is.
+            took = time.monotonic() - started  # once, for the access line, the inspector and metrics
             failed = outcome.status >= 500 or (outcome.status == 0 and note is not None)
             emit(
                 access_log,
@@ -313,24 +314,24 @@ class Visitor:
                 path=shown_path(head.path),
                 status=outcome.status,
                 bytes=outcome.sent,
-                ms=f"{(time.monotonic() - started) * 1000:.1f}",
+                ms=f"{took * 1000:.1f}",
                 note=note,
             )
             if self.forwarded is not None and self.forwarded.visitor and self.front.inspector is not None:
-                self._inspect(head, outcome, client, started)
+                self._inspect(head, outcome, client, took)
             if self.front.meter is not None:
-                self._count(outcome.status, note, started)
+                self._count(outcome.status, note, took)
 
-    def _count(self, status: int, note: str | None, started: float) -> None:
+    def _count(self, status: int, note: str | None, took: float) -> None:
         meter = self.front.meter
         assert meter is not None
-        meter.request(status, time.monotonic() - started)
+        meter.request(status, took)
         if self.forwarded is None and (status >= 400 or note == "login"):
             meter.refused(refusal_reason(status, note))
 
-    def _inspect(self, head: RequestHead, outcome: Outcome, client: str, started: float) -> None:
+    def _inspect(self, head: RequestHead, outcome: Outcome, client: str, took: float) -> None:
         assert self.forwarded is not None and self.front.inspector is not None
-        ms = (time.monotonic() - started) * 1000
+        ms = took * 1000
         path = inspector.shown_path(head.path, head.query)
         row = inspector.Row(
             time.time(), head.host, head.method, path, outcome.status, ms, outcome.upstream, outcome.sent,

@@ -10,21 +10,19 @@ import time
 from dataclasses import dataclass
 
 from ..audit import AuditLog, Event
-from ..errors import NotFound, RelayError
+from ..errors import RelayError
 from ..limits import Limits
 from ..sharing import (
+    add_link,
+    add_share,
     link_doc,
-    link_expiry,
-    link_label,
-    link_refusal,
     link_url,
-    new_link_code,
     owned_host,
-    parse_duration,
+    plan_link,
+    plan_share,
     public_refusal,
     share_doc,
     share_host,
-    share_refusal,
     who,
 )
 from ..store import STORE_ERRORS, ShareInfo, Store, User
@@ -136,36 +134,23 @@ class ShareCommand:
         return share_doc(share), f"revoked {share.id} ({share.host}, {who(share)})\n"
 
     async def _add(self, rest: list[str], options: dict[str, str]) -> tuple[object, str]:
-        host, owner = self._owned(rest[0])
-        try:
-            other = self.store.get_user(options["with"])
-        except NotFound:
-            raise NotFound(f"no relay user {options['with']!r}") from None
-        refusal = share_refusal(caller_id=self.user.id, owner_id=owner, with_id=other.id, host=host)
-        if refusal is not None or owner is None:
-            raise RelayError(refusal or "")
-        expires = time.time() + parse_duration(options["expires"]) if "expires" in options else None
-        most = self.limits.share_max_users_per_host
-        share = await self.writer.run(
-            lambda own: own.add_share(host, owner, other.id, expires_at=expires, max_per_host=most)
-        )
-        self._record("share_add", share, host, owner, expires=share.expires_at)
+        new = plan_share(
+            self.store, rest[0], options["with"], options.get("expires"), caller_id=self.user.id,
+            admin=False, relay_domain=self.relay_domain,
+        )  # fmt: skip
+        share = await self.writer.run(lambda own: add_share(own, new, self.limits.share_max_users_per_host))
+        self._record("share_add", share, new.host, new.owner_id, expires=share.expires_at)
         return share_doc(share), f"{share.id}\n"
 
     async def _link(self, rest: list[str], options: dict[str, str]) -> tuple[object, str]:
         """A new link, its URL printed this once (only its hash is kept)."""
-        host, owner = self._owned(rest[0])
-        refusal = link_refusal(caller_id=self.user.id, owner_id=owner, host=host)
-        if refusal is not None or owner is None:
-            raise RelayError(refusal or "")
-        expires = link_expiry(options.get("expires"), now=time.time())
-        label = link_label(options.get("label"))
-        code, most = new_link_code(), self.limits.share_max_links_per_host
-        share = await self.writer.run(
-            lambda own: own.add_link(host, owner, code, label=label, expires_at=expires, max_per_host=most)
-        )
-        self._record("link_add", share, host, owner, expires=share.expires_at)
-        url = link_url(self.relay_origin, code)
+        new = plan_link(
+            self.store, rest[0], options.get("expires"), options.get("label"), caller_id=self.user.id,
+            admin=False, relay_domain=self.relay_domain,
+        )  # fmt: skip
+        share = await self.writer.run(lambda own: add_link(own, new, self.limits.share_max_links_per_host))
+        self._record("link_add", share, new.host, new.owner_id, expires=share.expires_at)
+        url = link_url(self.relay_origin, new.code)
         return link_doc(share, url), f"{url}\n"
 
     async def _public(self, rest: list[str], options: dict[str, str]) -> tuple[object, str]:
