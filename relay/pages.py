@@ -7,7 +7,8 @@ from html import escape
 
 _STYLE = (
     "body{font-family:system-ui,sans-serif;max-width:34rem;margin:4rem auto;padding:0 1rem;"
-    "color:#222}h1{font-size:1.4rem}input[type=password]{width:100%;padding:.5rem;font-size:1rem;"
+    "color:#222}pre{background:#f3f3f3;padding:.6rem;overflow-x:auto;white-space:pre-wrap;"
+    "word-break:break-all}h1{font-size:1.4rem}input[type=password]{width:100%;padding:.5rem;font-size:1rem;"
     "box-sizing:border-box}button{margin-top:.8rem;padding:.5rem 1.2rem;font-size:1rem}"
     ".err{color:#b00020}.muted{color:#666;font-size:.9rem}code{background:#f3f3f3;padding:0 .2rem}"
 )
@@ -75,6 +76,33 @@ def home_page(
 
 def anonymous_home(*, relay_host: str) -> bytes:
     return _page("Relay", f'<h1>{escape(relay_host)}</h1><p><a href="/_relay/login">Sign in</a></p>')
+
+
+def client_page(*, relay_origin: str, wheel_url: str, sha256: str, version: str) -> bytes:
+    """The client's install page (public): the pip line with the wheel's hash pinned, the hash, and
+    a Colab cell that needs only the ``RELAY_URL`` secret."""
+    pinned = f"{wheel_url}#sha256={sha256}"
+    pip = f'pip install "relay-client[lab] @ {pinned}"'
+    cell = (
+        f'!pip install -q "relay-client[lab] @ {pinned}"\n'
+        "from client.notebook import connect\n"
+        "conn = connect(lab=True)  # reads the RELAY_URL secret: your connect string\n"
+        "print(conn.url)"
+    )
+    return _page(
+        "Install relay-client · Relay",
+        f"<h1>relay-client {escape(version)}</h1>"
+        f"<p>The client for <code>{escape(relay_origin)}</code>, served by the relay itself: always the "
+        "version it runs. Its dependencies come from the package index as usual.</p>"
+        f"<p>Install:</p><pre><code>{escape(pip)}</code></pre>"
+        f'<p class=muted>Wheel: <a href="{escape(wheel_url)}">{escape(wheel_url.rsplit("/", 1)[-1])}</a>'
+        f"<br>SHA-256: <code>{escape(sha256)}</code> (pip checks it: it is in the line above)</p>"
+        "<p>In Colab, add the secret <code>RELAY_URL</code> (the <code>relay://…</code> connect string "
+        "your admin gave you, with notebook access on) and run:</p>"
+        f"<pre><code>{escape(cell)}</code></pre>"
+        "<p>In a terminal: <code>relay-client connect --port 8888</code> with <code>RELAY_URL</code> "
+        "set, or <code>relay-client connect --relay relay://… --lab</code>.</p>",
+    )
 
 
 def forbidden_page(message: str, *, login_url: str) -> bytes:

@@ -73,6 +73,10 @@ SHARE_PATH = "/_relay/share"
 STATUS_PATH = "/_relay/status"
 #: On a tunnel host: where a share link's hand-off starts (sets the sign-in state, nothing else).
 GUEST_PATH = "/_relay/guest"
+#: On the relay host, public: the client's install page, and the wheel of the running version at
+#: ``DIST_PATH/<file>`` (DESIGN §3.7).
+CLIENT_PATH = "/_relay/client"
+DIST_PATH = "/_relay/dist"
 #: Caddy's on-demand TLS ``ask``: 200 only for hosts the relay serves (``?domain=HOST``).
 TLS_ASK_PATH = "/_relay/tls-ask"
 

@@ -15,7 +15,7 @@ import asyncssh
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from . import hostkey, onboarding
+from . import client_wheel, hostkey, onboarding
 from .admission import raise_fd_limit
 from .audit import AuditLog, Event, write_batch
 from .auth import FailureLimiter
@@ -188,6 +188,7 @@ class RelayService:
             inspector=self.inspector,
             meter=self.meter,
             dashboard=dashboard,
+            client_wheel=await self._client_wheel(),
         )
         ssh_ctx = SshContext(
             store=store,
@@ -213,6 +214,17 @@ class RelayService:
         self._audit_task = asyncio.ensure_future(self.audit.run(AUDIT_FLUSH_INTERVAL))
         if cfg.metrics_bind is not None:
             await self._start_metrics(*cfg.metrics_bind)
+
+    @staticmethod
+    async def _client_wheel() -> client_wheel.Wheel | None:
+        """The client this relay serves at /_relay/client (built off the loop: it reads files)."""
+        try:
+            wheel = await asyncio.to_thread(client_wheel.locate)
+        except (client_wheel.WheelUnavailable, OSError) as exc:
+            emit(log, logging.WARNING, "client.unavailable", error=str(exc))
+            return None
+        emit(log, logging.INFO, "client.served", wheel=wheel.filename, sha256=wheel.sha256)
+        return wheel
 
     async def _start_metrics(self, address: str, port: int) -> None:
         """Prometheus metrics on their own listener (never a visitor port)."""

@@ -13,6 +13,7 @@ from urllib.parse import quote, urlsplit
 
 from .. import auth, pages, sharing
 from ..audit import Event
+from ..client_wheel import Wheel
 from ..config import PublicUrl
 from ..domains import certificate_allowed
 from ..errors import TooManyRequests
@@ -21,6 +22,8 @@ from ..limits import Limits
 from ..logfmt import emit
 from ..names import HostKind, classify_host
 from ..protocol import (
+    CLIENT_PATH,
+    DIST_PATH,
     GUEST_PATH,
     HEALTH_PATH,
     LOGIN_PATH,
@@ -62,8 +65,11 @@ class Portal:
         sso: SsoCodes,
         credentials: Credentials,
         limits: Limits | None = None,
+        client_wheel: Wheel | None = None,
     ) -> None:
         self.limits = limits or Limits()
+        #: The client this relay serves (None: it could not be built; the pages say so).
+        self.client_wheel = client_wheel
         self.store = store
         self.registry = registry
         self.public = public
@@ -133,6 +139,8 @@ class Portal:
         html = auth.wants_html(get_one(head.headers, "accept") or "")
         if path == HEALTH_PATH:
             return Reply.json(200, {"status": "ok"})
+        if path == CLIENT_PATH or path.startswith(DIST_PATH + "/"):
+            return self._client(path, method, html)
         if path == "/favicon.ico":  # asked by every browser; the pages name their own icon
             return Reply(204, [("Cache-Control", "max-age=86400")])
         if method not in ("GET", "HEAD") and not auth.origin_ok(
@@ -174,6 +182,33 @@ class Portal:
         if path in (LOGIN_PATH, LOGOUT_PATH, "/"):
             return Reply.error(405, "method not allowed", html=html, headers=[("Allow", "GET, POST")])
         return Reply.error(404, "no such page on the relay", html=html)
+
+    def _client(self, path: str, method: str, html: bool) -> Reply:
+        """The client's install page and its wheel: public, read-only, no credential read or set."""
+        if method not in ("GET", "HEAD"):
+            return Reply.error(405, "method not allowed", html=html, headers=[("Allow", "GET, HEAD")])
+        wheel = self.client_wheel
+        if wheel is None:
+            return Reply.error(503, "this relay cannot serve its client; see its log", html=html)
+        url = f"{self.public.relay_origin}{DIST_PATH}/{wheel.filename}"
+        if path == CLIENT_PATH:
+            page = pages.client_page(
+                relay_origin=self.public.relay_origin,
+                wheel_url=url,
+                sha256=wheel.sha256,
+                version=wheel.version,
+            )
+            return Reply.html(200, page)
+        if path != f"{DIST_PATH}/{wheel.filename}":
+            return Reply.error(404, f"this relay serves only {wheel.filename}", html=html)
+        headers = [
+            ("Content-Type", "application/octet-stream"),
+            ("Content-Disposition", f'attachment; filename="{wheel.filename}"'),
+            ("ETag", f'"{wheel.sha256}"'),
+            ("Cache-Control", "public, max-age=300"),
+            ("X-Content-Type-Options", "nosniff"),
+        ]
+        return Reply(200, headers, wheel.data)
 
     def _next(self, raw: str) -> str:
         return (

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from ..admission import Gate, Refusal
 from ..audit import AuditLog
 from ..auth import FailureLimiter
+from ..client_wheel import Wheel
 from ..config import PublicUrl
 from ..deadline import Deadline
 from ..inspector import Inspector
@@ -51,6 +52,7 @@ class Proxy:
         inspector: Inspector | None = None,
         meter: Meter | None = None,
         dashboard: Tunnel | None = None,
+        client_wheel: Wheel | None = None,
     ) -> None:
         self.meter = meter
         self.limits = limits = limits or Limits()
@@ -75,6 +77,7 @@ class Proxy:
             sso=SsoCodes(max_codes=limits.sso_max_codes, max_per_user=limits.sso_max_codes_per_user),
             credentials=self.credentials,
             limits=limits,
+            client_wheel=client_wheel,
         )
         router = Router(
             registry=registry,

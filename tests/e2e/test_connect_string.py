@@ -56,15 +56,23 @@ async def test_the_one_secret_opens_a_tunnel_with_the_key_pinned_up_front(
     home = workdir / "fresh"
     home.mkdir(mode=0o700)
     proc = await connect(home, {"RELAY_URL": doc["connect"]}, "--port", str(backend.port))
+    await serves_pinned(relay, proc, home, name, doc["token"])
+
+
+async def serves_pinned(
+    relay: RelayProcess, proc: asyncio.subprocess.Process, home: Path, name: str, token: str
+) -> None:
+    """The client prints its URL, the tunnel serves, and the key was pinned from the connect string,
+    before the first connection (never "trusted on first use")."""
     assert proc.stdout is not None
     url = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode().strip()
     try:
         assert url == relay.url(name)
-        reply = await fetch(relay, f"{name}.localhost", "/echo", headers={"X-Relay-Token": doc["token"]})
+        reply = await fetch(relay, f"{name}.localhost", "/echo", headers={"X-Relay-Token": token})
         assert reply.status == 200
     finally:
         err = await stop(proc)
-    assert b"first use" not in err  # pinned from the string, before the first connection
+    assert b"first use" not in err
     pins = json.loads((home / "known_relays.json").read_text())
     assert pins == {f"localhost:{relay.ssh_port}": relay.fingerprint}
 
