@@ -101,6 +101,16 @@ def connect(
         typer.Option(help="Append JupyterLab's own log to this file (with --lab).", show_default=False),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the URL as one JSON line.")] = False,
+    tcp: Annotated[
+        str | None,
+        typer.Option(
+            "--tcp",
+            metavar="NAME:PORT:LOCALPORT",
+            help="Publish a local TCP port as the alias NAME:PORT instead, reached only through the "
+            "relay's SSH (e.g. box:22:22, then ssh -J USER@RELAY:2222 root@box). Prints NAME.DOMAIN:PORT.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Open the tunnel, print its URL on a line of its own, and hold it open until Ctrl-C / SIGTERM.
 
@@ -118,6 +128,7 @@ def connect(
             lab=lab,
             host_key=host_key,
             key=key,
+            tcp=tcp,
         )
     except ClientError as exc:
         _fail(str(exc))

@@ -39,6 +39,8 @@ class TunnelSpec:
     name: str | None = None  # None: the user's default name
     domain: str | None = None  # a verified custom domain instead of a name
     host_key: str | None = None  # "SHA256:..." to pin up front
+    #: 80: an HTTP tunnel; any other port: a TCP alias NAME:PORT (``--tcp``), reached by ssh -J / -L.
+    remote_port: int = 80
 
     @property
     def relay(self) -> str:
@@ -138,7 +140,7 @@ class TunnelClient:
     async def _open_tunnel(self, conn: asyncssh.SSHClientConnection) -> str:
         spec = self.spec
         try:
-            await conn.forward_remote_port(spec.bind, 80, "127.0.0.1", spec.local_port)
+            await conn.forward_remote_port(spec.bind, spec.remote_port, "127.0.0.1", spec.local_port)
         except asyncssh.ChannelListenError:
             reason = "the relay refused the tunnel"
             doc = await self._tunnels_doc(conn)
@@ -147,9 +149,13 @@ class TunnelClient:
                 reason = str(notices[-1]).removeprefix("refused ")
             raise Fatal(reason) from None
         doc = await self._tunnels_doc(conn)
-        mine = [t for t in doc.get("tunnels", []) if t.get("this_connection")]
+        alias = spec.remote_port != 80
+        mine = [t for t in doc.get("aliases" if alias else "tunnels", []) if t.get("this_connection")]
         if not mine:
             raise ClientError("the relay accepted the tunnel but does not list it")
+        if alias:
+            self.events(f"reach it with: {mine[0]['hint']}")
+            return str(mine[0]["alias"])
         return str(mine[0]["url"])
 
     @staticmethod

@@ -68,6 +68,7 @@ def connect(
     notebook_dir: str | Path | None = None,
     host_key: str | None = None,
     key: str | Path | None = None,
+    tcp: str | None = None,
     timeout: float = 180.0,
     quiet: bool = False,
 ) -> Connection:
@@ -75,7 +76,8 @@ def connect(
 
     Settings not given come from ``RELAY_URL`` (the one-secret connect string ``relay user add`` prints)
     or ``RELAY_HOST``/``RELAY_TOKEN``/``RELAY_USER``, Colab secrets of the same names, or the profile
-    saved by ``relay-client login``. ``relay`` may be the connect string itself.
+    saved by ``relay-client login``. ``relay`` may be the connect string itself. ``tcp="box:22:22"``
+    publishes a local TCP port as the alias ``box:22`` instead (``conn.url`` is then ``HOST:PORT``).
     """
     directory = config_dir()
     spec = build_spec(
@@ -89,6 +91,7 @@ def connect(
         lab=lab,
         host_key=host_key,
         key=Path(key) if key else None,
+        tcp=tcp,
     )
 
     def events(line: str) -> None:

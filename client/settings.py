@@ -20,11 +20,21 @@ def build_spec(
     lab: bool,
     host_key: str | None,
     key: Path | None,
+    tcp: str | None = None,
 ) -> TunnelSpec:
+    remote_port = 80
+    if tcp is not None:
+        if lab or port is not None or name or domain:
+            raise ClientError(
+                "--tcp NAME:PORT:LOCALPORT names its own alias: no --lab, --port, --name or --domain"
+            )
+        name, remote_port, port = parse_tcp(tcp)
     if lab and port is not None:
         raise ClientError("use either --lab or --port, not both")
     if not lab and port is None:
-        raise ClientError("say what to publish: --lab (starts JupyterLab) or --port PORT")
+        raise ClientError(
+            "say what to publish: --lab (starts JupyterLab), --port PORT, or --tcp NAME:PORT:LOCALPORT"
+        )
     if port is not None and not 0 < port < 65536:
         raise ClientError(f"invalid --port {port}")
     if name and domain:
@@ -63,4 +73,18 @@ def build_spec(
         name=name,
         domain=domain,
         host_key=host_key,
+        remote_port=remote_port,
     )
+
+
+def parse_tcp(text: str) -> tuple[str, int, int]:
+    """``--tcp NAME:PORT:LOCALPORT`` (e.g. ``box:22:22``: the runtime's sshd as the alias box:22)."""
+    parts = text.split(":")
+    if len(parts) != 3 or not parts[0] or not all(p.isdigit() for p in parts[1:]):
+        raise ClientError(f"--tcp {text!r}: use NAME:PORT:LOCALPORT, e.g. box:22:22")
+    remote, local = int(parts[1]), int(parts[2])
+    if remote in (0, 80, 443) or not 0 < remote < 65536:
+        raise ClientError(f"--tcp {text!r}: PORT must be 1-65535 and not 80 or 443 (those make HTTP tunnels)")
+    if not 0 < local < 65536:
+        raise ClientError(f"--tcp {text!r}: invalid LOCALPORT {local}")
+    return parts[0], remote, local

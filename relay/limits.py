@@ -122,6 +122,13 @@ class Limits:
     ssh_max_channels_per_tunnel: int = _limit(
         64, "count", "channels open at once to one tunnel's client; past it a visitor gets 503"
     )
+    tcp_alias_min_port: int = _limit(
+        1, "count", "lowest PORT of a TCP alias (ssh -R NAME:PORT:...; 80 and 443 make HTTP tunnels)"
+    )
+    tcp_alias_max_port: int = _limit(65535, "count", "highest PORT of a TCP alias (ssh -R NAME:PORT:...)")
+    tcp_alias_max_connections: int = _limit(
+        16, "count", "connections open at once through one TCP alias (ssh -J, -L); more are refused"
+    )
     # -- credentials -------------------------------------------------------------------------------
     auth_failure_limit: int = _limit(
         10, "count", "failed tokens or keys per client address within the window before 429 / refusal"

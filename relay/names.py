@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from .errors import BadRequest, Forbidden
-from .protocol import DEFAULT_BIND_ADDRESSES
+from .protocol import DEFAULT_BIND_ADDRESSES, TUNNEL_PORTS
 
 #: One lowercase DNS label (DESIGN §3.2).
 _LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
@@ -163,3 +163,48 @@ def domain_bind_refusal(domain: str, *, claimant_id: int, owner_id: int | None) 
             f"`ssh RELAY -- domain verify {domain}`"
         )
     return f"{domain} is a verified custom domain of another user"
+
+
+def alias_port_refusal(port: int, *, lowest: int, highest: int) -> str | None:
+    """Which ``-R NAME:PORT`` ports make a TCP alias: not 80/443 (those make HTTP tunnels), not 0 (a
+    port the relay would pick: an alias is named by its port), and within the relay's allowed range."""
+    if port in TUNNEL_PORTS:
+        return f"port {port} makes an HTTP tunnel, not a TCP alias"
+    if port == 0:
+        return "a TCP alias needs its port (ssh -R NAME:PORT:localhost:LOCALPORT, PORT not 0)"
+    if not lowest <= port <= highest:
+        return f"TCP aliases on this relay use ports {lowest}-{highest} (got {port})"
+    return None
+
+
+def jump_host(destination: str, *, domain: str) -> str | None:
+    """The host a ``direct-tcpip`` (``ssh -J``, ``-L``, ``-W``) names, if it can name an alias at all:
+    ``NAME`` or ``NAME.DOMAIN`` → ``NAME.DOMAIN``, a custom domain → itself. Addresses, ``localhost``,
+    the relay's own host and anything malformed → None: those are refused with no connection made
+    (the relay is never a proxy into its own network, its loopback or a metadata address)."""
+    if not destination.isascii():
+        return None
+    dest = destination.strip().lower().removesuffix(".")
+    if not dest or dest in DEFAULT_BIND_ADDRESSES or dest == domain or _is_ip(dest):
+        return None
+    if dest.rsplit(".", 1)[-1].isdigit():  # 127.1, 2130706433: what inet_aton would read as addresses
+        return None
+    suffix = "." + domain
+    if dest.endswith(suffix):
+        dest = dest[: -len(suffix)]
+        if "." in dest:
+            return None
+    if "." not in dest:
+        try:
+            return f"{validate_name(dest)}.{domain}"
+        except BadRequest:
+            return None
+    return dest if is_valid_hostname(dest) else None
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text.strip("[]").split("%", 1)[0])
+    except ValueError:
+        return False
+    return True

@@ -30,7 +30,8 @@ from .logfmt import emit
 from .metrics import HostTotals, Meter, RelayCollector, metrics_app
 from .proxy import Proxy
 from .ssh import SshConnections, SshContext, start_ssh_server
-from .store import Store
+from .ssh.aliases import Alias, AliasTable, jump_hint, recheck_jumps
+from .store import STORE_ERRORS, Store
 from .storewriter import StoreWriter
 from .tls import CertificateSet
 from .tunnels import Registry, Tunnel
@@ -61,6 +62,7 @@ class RelayService:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.registry = Registry()
+        self.aliases = AliasTable()  # TCP aliases: the SSH side serves them, the dashboard lists them
         self._stop = asyncio.Event()
         self._servers: list[asyncio.AbstractServer] = []
         self._ssh: asyncssh.SSHAcceptor | None = None
@@ -110,6 +112,24 @@ class RelayService:
             user_id, client, since = tunnel.user_id, tunnel.client, tunnel.since
             writer.submit(lambda store: store.put_live(host, user_id, client, since), "put_live")
             writer.submit(lambda store: store.record_seen(host, client=client, at=since), "record_seen")
+
+    def _alias_rows(self, user_id: int) -> list[dict[str, object]]:
+        assert self.public is not None
+        domain, port = self.public.domain, self.ssh_port
+        return [
+            {**a.as_json(), "hint": jump_hint(a, domain=domain, ssh_port=port)}
+            for a in sorted(self.aliases.for_user(user_id), key=lambda a: a.key)
+        ]
+
+    def _on_alias_change(self, key: str, alias: Alias | None) -> None:
+        # Aliases share the live table with tunnels (``relay tunnels``), keyed HOST:PORT: a key no
+        # HTTP host can have. They have no offline page, so no last-seen time is kept.
+        writer = self._writer()
+        if alias is None:
+            writer.submit(lambda store: store.drop_live(key), "drop_live")
+        else:
+            user_id, client, since = alias.user_id, alias.client, alias.since
+            writer.submit(lambda store: store.put_live(key, user_id, client, since), "put_live")
 
     def _writer(self) -> StoreWriter:
         if self.writer is None:
@@ -172,6 +192,7 @@ class RelayService:
                     connect_string=lambda user, token: onboarding.connect_string(
                         user, token, public.domain, self.ssh_port, self.host_fingerprint
                     ),
+                    aliases=self._alias_rows,
                 )
             ),
             cfg.data_dir,
@@ -202,7 +223,9 @@ class RelayService:
             audit=self.audit,
             inspector=self.inspector,
             meter=self.meter,
+            aliases=self.aliases,
         )
+        ssh_ctx.aliases.subscribe(self._on_alias_change)
         self._ssh = await start_ssh_server(ssh_ctx, cfg.bind, cfg.ssh_port, self.host_key)
         self.ssh_port = ssh_ctx.ssh_port = self._ssh.sockets[0].getsockname()[1]
         endpoint = f"{public.domain}:{self.ssh_port}"  # for the connect strings admin commands print
@@ -283,6 +306,13 @@ class RelayService:
             await asyncio.sleep(CREDENTIAL_RECHECK_INTERVAL)
             assert self.store is not None
             self.ssh_connections.recheck(self.store, self.config.domain)
+            try:
+                closed = recheck_jumps(self.aliases, self.store.shared_with)
+            except STORE_ERRORS as exc:  # the next pass retries; open jumps stay until then
+                emit(log, logging.WARNING, "alias.recheck_failed", error=exc)
+                continue
+            if closed:
+                emit(log, logging.INFO, "alias.jumps_closed", count=closed, why="no longer shared")
 
     def request_stop(self) -> None:
         self._stop.set()

@@ -89,6 +89,13 @@ def link_refusal(*, caller_id: int, owner_id: int | None, host: str, admin: bool
     )
 
 
+def may_jump(*, user_id: int, owner_id: int, shared: frozenset[int]) -> bool:
+    """Who may reach a TCP alias through the relay's SSH: its owner and the users its host is shared
+    with. Never a link's guest or "anyone" (a public host is public over HTTP only): reaching an
+    alias takes an SSH login, and the inner connection (often the runtime's sshd) is a shell."""
+    return user_id == owner_id or user_id in shared
+
+
 def link_expiry(text: str | None, *, now: float) -> float:
     """When a link made at ``now`` with ``--expires text`` ends (default 24 h, at most 30 d)."""
     if text is None:

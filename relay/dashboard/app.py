@@ -66,6 +66,8 @@ class DashboardContext:
     close_tunnel: Callable[[str], bool] = field(default=lambda host: False)
     #: The connect string of a new token (user, token) -> relay://... ("" when unknown).
     connect_string: Callable[[str, str], str] = field(default=lambda user, token: "")
+    #: The user's live TCP aliases (user id) -> rows with ``alias``, ``hint``, ``client``, ``since``.
+    aliases: Callable[[int], list[dict[str, object]]] = field(default=lambda user_id: [])
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,7 @@ class Dashboard:
         values: dict[str, Any] = {
             "own": own,
             "shared": shared,
+            "aliases": ctx.aliases(user.id),
             "tokens": ctx.store.list_tokens(user.name),
             "domains": self._domains(user),
             "flash": request.query.get("done", "")[:200],

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import asyncssh
 
@@ -23,13 +24,16 @@ from ..inspector import Inspector
 from ..limits import Limits
 from ..logfmt import emit
 from ..metrics import Meter
-from ..names import claim_refusal, domain_bind_refusal, resolve_bind
+from ..names import alias_port_refusal, claim_refusal, domain_bind_refusal, jump_host, resolve_bind
 from ..protocol import SSH_ENCRYPTION_ALGS, TUNNEL_PORTS
+from ..sharing import may_jump
 from ..store import STORE_ERRORS, Store, User
 from ..storewriter import StoreWriter
 from ..tunnels import Registry, Tunnel, UserStreams
+from .aliases import Alias, AliasTable, Splice, jump_hint
 from .channels import channel_opener
 from .connections import SshConnections
+from .jump import open_jump
 from .notices import EXCERPT_CHARS, LogBudget, Notices, excerpt
 from .session import RelaySession
 from .tuning import tune_connection
@@ -58,6 +62,8 @@ class SshContext:
     ssh_port: int = 22  # for the commands printed to users; set once the server listens
     #: SSH connections that have not logged in yet (OpenSSH's MaxStartups), in total and per address.
     unauthenticated: Gate = field(init=False)
+    #: Live TCP aliases (``-R NAME:PORT`` with PORT not 80/443), reached only by direct-tcpip.
+    aliases: AliasTable = field(default_factory=AliasTable)
     #: Channels open to each user's tunnels, all together (http_max_streams_per_user).
     user_streams: UserStreams = field(init=False)
 
@@ -106,6 +112,7 @@ class RelaySSHServer(asyncssh.SSHServer):
         self.user: User | None = None
         self._candidate: User | None = None  # who the credential being tried belongs to
         self.tunnels: list[Tunnel] = []
+        self.aliases: list[Alias] = []
         limits = ctx.limits
         # Refusals and events shown on the session channel, and this connection's share of the log:
         # both bounded, whatever the client sends.
@@ -157,6 +164,10 @@ class RelaySSHServer(asyncssh.SSHServer):
         for tunnel in self.tunnels:
             self.ctx.registry.remove(tunnel)
             emit(log, logging.INFO, "tunnel.down", peer=self.peer, host=tunnel.host)
+        for alias in self.aliases:
+            self.ctx.aliases.remove(alias)
+            emit(log, logging.INFO, "alias.down", peer=self.peer, alias=alias.key)
+        self.aliases.clear()
         if self.user is not None:
             emit(log, logging.INFO, "ssh.disconnected", peer=self.peer, user=self.user.name, error=exc)
         self.tunnels.clear()
@@ -249,9 +260,17 @@ class RelaySSHServer(asyncssh.SSHServer):
         user, conn = self.user, self.conn
         try:
             cap = self.ctx.limits.ssh_max_forwards_per_connection
-            if len(self.tunnels) >= cap:
+            if len(self.tunnels) + len(self.aliases) >= cap:
                 raise RelayError(f"this connection already holds {cap} tunnels, the relay's limit")
-            host, new_name = self._bind_target(user, listen_host, listen_port)
+            alias = listen_port not in TUNNEL_PORTS
+            if alias:
+                limits = self.ctx.limits
+                why = alias_port_refusal(
+                    listen_port, lowest=limits.tcp_alias_min_port, highest=limits.tcp_alias_max_port
+                )
+                if why is not None:
+                    raise RelayError(why)
+            host, new_name = self._bind_target(user, listen_host)
             if new_name is not None:
                 return self._claim_then_register(user, conn, new_name, host, listen_host, listen_port)
             return self._register(user, conn, host, listen_host, listen_port)
@@ -299,14 +318,10 @@ class RelaySSHServer(asyncssh.SSHServer):
             )
         return False
 
-    def _bind_target(self, user: User, listen_host: str, listen_port: int) -> tuple[str, str | None]:
+    def _bind_target(self, user: User, listen_host: str) -> tuple[str, str | None]:
         """The public host a ``-R`` asks for, after the ownership checks (reads only), and the name
-        to claim first if nobody owns it yet; RelayError says why it is refused."""
-        if listen_port not in TUNNEL_PORTS:
-            raise RelayError(
-                f"only port 80 or 443 makes an HTTP tunnel (got {listen_port}); "
-                "the relay never binds real ports"
-            )
+        to claim first if nobody owns it yet; RelayError says why it is refused. HTTP tunnels and
+        TCP aliases are owned alike."""
         target = resolve_bind(listen_host, default_name=user.name, domain=self.ctx.public.domain)
         store = self.ctx.store
         if target.name is None:
@@ -330,6 +345,8 @@ class RelaySSHServer(asyncssh.SSHServer):
         listen_host: str,
         listen_port: int,
     ) -> asyncssh.SSHListener:
+        if listen_port not in TUNNEL_PORTS:
+            return self._register_alias(user, conn, host, listen_host, listen_port)
         tunnel = Tunnel(
             host=host,
             user_id=user.id,
@@ -340,14 +357,7 @@ class RelaySSHServer(asyncssh.SSHServer):
             user_streams=self.ctx.user_streams,
         )
         displaced = self.ctx.registry.add(tunnel)
-        if displaced is not None:
-            for other in list(self.ctx.connections):
-                if displaced in other.tunnels and other is not self:
-                    other.tunnels.remove(displaced)
-                    # Its connection stays open (it may serve other names) until it drops or leaves.
-                    other.notify(f"{host} was taken over by a new connection from {self.peer}")
-        if displaced in self.tunnels:
-            self.tunnels.remove(displaced)
+        self._taken_over(displaced, lambda conn: conn.tunnels, host)
         self.tunnels.append(tunnel)
         url = self.ctx.public.tunnel_url(host)
         emit(
@@ -366,6 +376,66 @@ class RelaySSHServer(asyncssh.SSHServer):
             self.ctx.registry.remove(tunnel)
 
         return TunnelListener(close, listen_port)
+
+    def _taken_over(
+        self, displaced: Tunnel | Alias | None, held: Callable[[RelaySSHServer], list[Any]], what: str
+    ) -> None:
+        """Whichever connection held ``displaced`` (same host, or same alias) lets it go and is told.
+        Its connection stays open (it may serve other names) until it drops or leaves."""
+        if displaced is None:
+            return
+        for other in list(self.ctx.connections):
+            if other is not self and displaced in held(other):
+                held(other).remove(displaced)
+                other.notify(f"{what} was taken over by a new connection from {self.peer}")
+        if displaced in held(self):
+            held(self).remove(displaced)
+
+    def _register_alias(
+        self, user: User, conn: asyncssh.SSHServerConnection, host: str, listen_host: str, port: int
+    ) -> asyncssh.SSHListener:
+        alias = Alias(host, port, user.id, user.name, self.peer, conn, listen_host)
+        displaced = self.ctx.aliases.add(alias)
+        self._taken_over(displaced, lambda conn: conn.aliases, alias.key)
+        self.aliases.append(alias)
+        emit(log, logging.INFO, "alias.up", peer=self.peer, user=user.name, alias=alias.key)
+
+        def close() -> None:
+            if alias in self.aliases:
+                self.aliases.remove(alias)
+            self.ctx.aliases.remove(alias)
+
+        return TunnelListener(close, port)
+
+    def connection_requested(
+        self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
+    ) -> Awaitable[Splice]:
+        """A ``direct-tcpip`` (``ssh -J``, ``-L``, ``-W``): only to a live alias the user may reach,
+        spliced to its client. Anything else is refused before any connection is attempted."""
+        user = self.user
+        if user is None:
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, "not logged in")
+        host = jump_host(dest_host, domain=self.ctx.public.domain)
+        alias = self.ctx.aliases.get(host, dest_port) if host is not None else None
+        shared = self.ctx.store.shared_with(alias.host) if alias is not None else frozenset()
+        if alias is None or not may_jump(user_id=user.id, owner_id=alias.user_id, shared=shared):
+            # The same answer whether the alias is missing or another user's: nothing is revealed.
+            self.notify(
+                f"refused a connection to {excerpt(dest_host)}:{dest_port}: not a TCP alias you may reach"
+            )
+            raise asyncssh.ChannelOpenError(
+                asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED,
+                f"{excerpt(dest_host)}:{dest_port} is not a TCP alias you may reach; "
+                "the relay connects only to its TCP aliases (ssh -R NAME:PORT:...)",
+            )
+        if alias.connections >= self.ctx.limits.tcp_alias_max_connections:
+            raise asyncssh.ChannelOpenError(
+                asyncssh.OPEN_RESOURCE_SHORTAGE,
+                f"{alias.key} has {alias.connections} connections open, the relay's limit",
+            )
+        alias.connections += 1
+        emit(log, logging.INFO, "alias.jump", peer=self.peer, user=user.name, alias=alias.key)
+        return open_jump(alias, user.id, orig_host, orig_port)
 
     # -- sessions ------------------------------------------------------------------------------
 
@@ -387,6 +457,14 @@ class RelaySSHServer(asyncssh.SSHServer):
                     "public": self.ctx.store.is_public(t.host),
                 }
                 for t in mine
+            ],
+            "aliases": [
+                {
+                    **a.as_json(),
+                    "this_connection": a in self.aliases,
+                    "hint": jump_hint(a, domain=self.ctx.public.domain, ssh_port=self.ctx.ssh_port),
+                }
+                for a in self.ctx.aliases.for_user(self.user.id)
             ],
         }
 

@@ -14,6 +14,7 @@ import asyncssh
 from ..errors import RelayError
 from ..protocol import EXEC_TUNNELS
 from ..store import User
+from .aliases import jump_hint
 from .audit_command import AUDIT_USAGE, EXEC_AUDIT, run_audit_command
 from .commands import EXEC_DOMAIN, USAGE, Outcome, run_domain_command
 from .request_log import EXEC_LOG, LOG_USAGE, LineFeed, log_hosts, replay
@@ -75,11 +76,14 @@ class RelaySession(asyncssh.SSHServerSession[str]):
         assert self.chan is not None
         for message in self.server.notices.lines():
             self.write_notice(message)
-        urls = [self.server.ctx.public.tunnel_url(t.host) for t in self.server.tunnels]
-        if urls:
-            for url in urls:
-                self.chan.write(url + self._nl)
-        else:
+        ctx = self.server.ctx
+        urls = [ctx.public.tunnel_url(t.host) for t in self.server.tunnels]
+        for url in urls:
+            self.chan.write(url + self._nl)
+        for alias in self.server.aliases:
+            hint = jump_hint(alias, domain=ctx.public.domain, ssh_port=ctx.ssh_port)
+            self.chan.write(f"tcp {alias.key}: {hint}" + self._nl)
+        if not urls and not self.server.aliases:
             self.chan.write_stderr(
                 "relay: no tunnel on this connection. Use: ssh -R NAME:80:localhost:PORT "
                 f"USER@{self.server.ctx.public.domain}" + self._nl

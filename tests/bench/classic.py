@@ -63,7 +63,7 @@ class Sshd:
         self.child.stop()
 
 
-async def start_sshd(workdir: Path) -> Sshd:
+async def start_sshd(workdir: Path, *, extra_config: str = "") -> Sshd:
     workdir.mkdir(parents=True, exist_ok=True)
     if not PRIVSEP_DIR.is_dir():
         if os.geteuid() != 0:
@@ -74,7 +74,7 @@ async def start_sshd(workdir: Path) -> Sshd:
     (workdir / "authorized_keys").write_text(Path(f"{key}.pub").read_text())
     port = free_port()
     config = workdir / "sshd_config"
-    config.write_text(_CONFIG.format(port=port, dir=workdir, cipher=CIPHER))
+    config.write_text(_CONFIG.format(port=port, dir=workdir, cipher=CIPHER) + extra_config)
     # -D: stay in the foreground (stoppable), -e: log to stderr (our log file).
     child = spawn("sshd", [SSHD, "-D", "-e", "-f", str(config)], workdir)
     await wait_listening(child, port)

@@ -261,8 +261,10 @@ async def test_everything_else_is_refused_to_a_hostile_client(
     try:
         with pytest.raises(asyncssh.ChannelOpenError):
             await conn.open_connection("127.0.0.1", relay.http_port)  # direct-tcpip: never a proxy
+        with pytest.raises(asyncssh.ChannelOpenError):
+            await conn.open_connection(f"{name}.localhost", 2222)  # a name with no alias on that port
         with pytest.raises(asyncssh.ChannelListenError):
-            await conn.forward_remote_port("", 2222, "127.0.0.1", 1)  # a real port: never bound
+            await conn.forward_remote_port("", 0, "127.0.0.1", 1)  # a port of the server's choice
         with pytest.raises(asyncssh.ChannelListenError):
             await conn.forward_remote_port("www", 80, "127.0.0.1", 1)  # reserved name
         result = await conn.run("cat /etc/passwd")

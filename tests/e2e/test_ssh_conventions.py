@@ -89,7 +89,8 @@ async def test_reserved_and_invalid_names_and_ports(
         (f"www:80:127.0.0.1:{backend.port}", b"reserved"),
         (f"Bad_Name:80:127.0.0.1:{backend.port}", b"invalid name"),
         (f"xn--abc:80:127.0.0.1:{backend.port}", b"punycode"),
-        (f"{owned.name}x:8080:127.0.0.1:{backend.port}", b"only port 80 or 443"),
+        # Another port makes a TCP alias, named by its port: 0 (a port the server picks) names none.
+        (f"{owned.name}:0:127.0.0.1:{backend.port}", b"a TCP alias needs its port"),
     ):
         tunnel = await open_tunnel(relay, owned.name, spec, token=owned.token, expect_url=False)
         assert tunnel.proc.stderr is not None

@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 
 from relay.errors import BadRequest, Forbidden, RelayError
-from relay.names import RESERVED_NAMES, BindTarget, claim_refusal, normalise_host, resolve_bind, validate_name
+from relay.names import (
+    RESERVED_NAMES,
+    BindTarget,
+    alias_port_refusal,
+    claim_refusal,
+    jump_host,
+    normalise_host,
+    resolve_bind,
+    validate_name,
+)
 
 # -- validate_name ---------------------------------------------------------------------------------
 
@@ -237,3 +246,58 @@ def test_claim_refusal_refuses_another_user_without_naming_the_owner() -> None:
     assert "lab" in refusal
     assert "another user" in refusal
     assert "4242" not in refusal
+
+
+# -- TCP aliases: which ports make one, and which direct-tcpip destinations can name one -----------
+
+
+@pytest.mark.parametrize(
+    ("port", "lowest", "highest", "refused"),
+    [
+        (22, 1, 65535, None),
+        (5432, 1, 65535, None),
+        (1, 1, 65535, None),
+        (65535, 1, 65535, None),
+        (80, 1, 65535, "makes an HTTP tunnel"),
+        (443, 1, 65535, "makes an HTTP tunnel"),
+        (0, 1, 65535, "needs its port"),
+        (21, 22, 30000, "ports 22-30000"),
+        (30001, 22, 30000, "ports 22-30000"),
+    ],
+)
+def test_alias_port_refusal(port: int, lowest: int, highest: int, refused: str | None) -> None:
+    why = alias_port_refusal(port, lowest=lowest, highest=highest)
+    assert (why is None) if refused is None else (why is not None and refused in why)
+
+
+@pytest.mark.parametrize(
+    ("destination", "host"),
+    [
+        ("lab", "lab.relay.test"),
+        ("LAB", "lab.relay.test"),
+        ("lab.relay.test", "lab.relay.test"),
+        ("lab.relay.test.", "lab.relay.test"),
+        ("notebooks.example.com", "notebooks.example.com"),
+        # never an alias, so refused with no connection attempted:
+        ("relay.test", None),  # the relay itself
+        ("localhost", None),
+        ("localhost.", None),
+        ("127.0.0.1", None),
+        ("127.1", None),
+        ("2130706433", None),
+        ("::1", None),
+        ("[::1]", None),
+        ("fe80::1%eth0", None),
+        ("169.254.169.254", None),
+        ("0.0.0.0", None),
+        ("", None),
+        ("*", None),
+        ("a.b.relay.test", None),  # two labels under the domain
+        ("la b", None),
+        ("läb", None),
+        ("-lab", None),
+        ("x" * 300, None),
+    ],
+)
+def test_jump_host(destination: str, host: str | None) -> None:
+    assert jump_host(destination, domain="relay.test") == host

@@ -19,6 +19,7 @@ from relay.sharing import (
     link_gone,
     link_label,
     link_refusal,
+    may_jump,
     new_link_code,
     parse_duration,
     public_refusal,
@@ -233,3 +234,16 @@ def test_links_per_host_are_capped_and_expired_links_open_nothing(store: Store) 
         store.add_link(host, alice.id, "c4", label="", expires_at=time.time() + 60, max_per_host=2)
     assert store.link_by_code("c2") is None and old.kind == "link"
     assert not store.insert_guest_session("sid", old.id, host, max_per_link=2)
+
+
+@pytest.mark.parametrize(
+    ("user_id", "shared", "allowed"),
+    [
+        (1, frozenset(), True),  # the owner
+        (2, frozenset({2}), True),  # a user the host is shared with
+        (2, frozenset(), False),
+        (3, frozenset({2}), False),
+    ],
+)
+def test_may_jump_owner_and_shared_users_only(user_id: int, shared: frozenset[int], allowed: bool) -> None:
+    assert may_jump(user_id=user_id, owner_id=1, shared=shared) is allowed
