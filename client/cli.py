@@ -26,6 +26,7 @@ from .config import (
 from .connect import Fatal, TunnelClient
 from .publish import Publisher
 from .settings import build_spec
+from .wss import proxy_stdio, wss_url
 
 app = typer.Typer(
     help="Publish JupyterLab or any local port at https://NAME.your-relay, and keep it there.",
@@ -46,7 +47,8 @@ RelayOpt = Annotated[
         "--relay",
         help="Relay SSH address HOST[:PORT] (port 2222 by default), or the one-secret connect string "
         "relay://USER:TOKEN@HOST:PORT#SHA256:FP that `relay user add` prints (it pins the host key too; "
-        "prefer RELAY_URL for it: other local users can read command lines) [env: RELAY_URL, RELAY_HOST]",
+        "prefer RELAY_URL for it: other local users can read command lines), or wss://HOST for SSH over "
+        "WebSocket only [env: RELAY_URL, RELAY_HOST]",
         show_default=False,
     ),
 ]
@@ -101,6 +103,26 @@ def connect(
         typer.Option(help="Append JupyterLab's own log to this file (with --lab).", show_default=False),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the URL as one JSON line.")] = False,
+    transport: Annotated[
+        str | None,
+        typer.Option(
+            "--transport",
+            metavar="auto|ssh|wss",
+            help="How to reach the relay. auto: its SSH port, and if that does not answer within 5 s, "
+            "SSH over WebSocket on 443 (for networks that allow only HTTPS); ssh or wss: only that "
+            "[env: RELAY_TRANSPORT; default: auto]",
+            show_default=False,
+        ),
+    ] = None,
+    wss: Annotated[
+        str | None,
+        typer.Option(
+            "--wss",
+            metavar="URL",
+            help="The relay's SSH WebSocket [env: RELAY_WSS; default: wss://RELAY_HOST/_relay/ssh]",
+            show_default=False,
+        ),
+    ] = None,
     tcp: Annotated[
         str | None,
         typer.Option(
@@ -129,6 +151,8 @@ def connect(
             host_key=host_key,
             key=key,
             tcp=tcp,
+            transport=transport,
+            wss=wss,
         )
     except ClientError as exc:
         _fail(str(exc))
@@ -218,6 +242,29 @@ def login(
         return
     path = save_profile(config_dir(), Profile(relay=f"{host}:{ssh_port}", user=user, token=token))
     _say(f"logged in as {user} at {host}:{ssh_port}; saved to {path}")
+
+
+@app.command()
+def proxy(
+    url: Annotated[str, typer.Argument(metavar="wss://HOST/_relay/ssh", help="The relay's SSH WebSocket.")],
+) -> None:
+    """A ProxyCommand for stock OpenSSH: carry one SSH connection over the relay's WebSocket (443).
+
+    ssh -o ProxyCommand='relay-client proxy wss://relay.example.com/_relay/ssh' -p 2222 \
+    -R lab:80:localhost:8888 alice@relay.example.com — works for ssh -R, ssh -J (ProxyJump to the
+    relay), scp and sftp. Python only: no shell, so it runs on Windows too.
+    """
+    try:
+        target = wss_url(url)
+    except ClientError as exc:
+        _fail(str(exc))
+        return
+    try:
+        asyncio.run(proxy_stdio(target))
+    except ClientError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        pass
 
 
 @app.command()

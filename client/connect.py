@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import asyncssh
 
+from . import wss
 from .config import ClientError, HostKeyPins
 
 #: Keepalive: a probe every 15 s, four unanswered → the link is dead (noticed within a minute).
@@ -24,6 +26,8 @@ BACKOFF_MAX = 30.0
 BACKOFF_JITTER = 0.25
 #: A connection that stayed up this long resets the backoff.
 STABLE_AFTER = 5.0
+#: --transport auto: how long the SSH port has to answer before SSH over WebSocket is tried.
+AUTO_TIMEOUT = 5.0
 #: AES-GCM first: 2× faster than chacha20 in asyncssh (DESIGN §5).
 ENCRYPTION_ALGS = ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com"]
 
@@ -41,6 +45,13 @@ class TunnelSpec:
     host_key: str | None = None  # "SHA256:..." to pin up front
     #: 80: an HTTP tunnel; any other port: a TCP alias NAME:PORT (``--tcp``), reached by ssh -J / -L.
     remote_port: int = 80
+    #: auto: the SSH port, then SSH over WebSocket if it does not answer; ssh or wss: only that one.
+    transport: str = "auto"
+    wss: str | None = None  # the WebSocket URL (default wss://RELAY_HOST/_relay/ssh)
+
+    @property
+    def wss_url(self) -> str:
+        return self.wss or f"wss://{self.relay_host}/_relay/ssh"
 
     @property
     def relay(self) -> str:
@@ -66,6 +77,24 @@ def backoff_delays(rng: random.Random | None = None) -> Callable[[], float]:
         return base * (1 + rng.uniform(-BACKOFF_JITTER, BACKOFF_JITTER))
 
     return next_delay
+
+
+async def tcp_connect(host: str, port: int, timeout: float) -> socket.socket:
+    """A TCP connection to the first address of ``host`` that answers within ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    infos = await asyncio.wait_for(loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), timeout)
+    last: BaseException = OSError(f"no address for {host}")
+    for family, kind, proto, _, address in infos:
+        sock = socket.socket(family, kind, proto)
+        sock.setblocking(False)
+        try:
+            await asyncio.wait_for(loop.sock_connect(sock, address), timeout)
+        except (OSError, asyncio.TimeoutError) as exc:
+            sock.close()
+            last = exc
+            continue
+        return sock
+    raise last
 
 
 class _PinningClient(asyncssh.SSHClient):
@@ -112,11 +141,13 @@ class TunnelClient:
         spec = self.spec
         client = _PinningClient(spec, self.pins, self.events)
         keys = [str(spec.key_path)] if spec.key_path else []
+        sock = await self._transport()
         try:
             conn = await asyncio.wait_for(
                 asyncssh.connect(
                     spec.relay_host,
                     spec.relay_port,
+                    sock=sock,
                     username=spec.user,
                     password=spec.token,
                     client_keys=keys,
@@ -136,6 +167,25 @@ class TunnelClient:
         except asyncssh.PermissionDenied:
             raise Fatal(f"the relay refused user {spec.user!r}: check the token or key") from None
         return conn
+
+    async def _transport(self) -> socket.socket | None:
+        """The connected socket asyncssh runs over: the SSH port's (None: asyncssh connects it), or
+        one end of a socket pair carried over the WebSocket."""
+        spec = self.spec
+        if spec.transport == "ssh":
+            return None
+        if spec.transport == "auto":
+            try:
+                return await tcp_connect(spec.relay_host, spec.relay_port, AUTO_TIMEOUT)
+            except (OSError, asyncio.TimeoutError) as exc:
+                self.events(
+                    f"the SSH port {spec.relay} did not answer within {AUTO_TIMEOUT:.0f} s ({_why(exc)}); "
+                    f"trying SSH over WebSocket, {spec.wss_url}"
+                )
+        link = await wss.bridge(spec.wss_url)
+        if spec.transport == "auto":
+            self.events(f"connected over WebSocket: {spec.wss_url}")
+        return link.start()
 
     async def _open_tunnel(self, conn: asyncssh.SSHClientConnection) -> str:
         spec = self.spec

@@ -69,6 +69,8 @@ def connect(
     host_key: str | None = None,
     key: str | Path | None = None,
     tcp: str | None = None,
+    transport: str | None = None,
+    wss: str | None = None,
     timeout: float = 180.0,
     quiet: bool = False,
 ) -> Connection:
@@ -78,6 +80,7 @@ def connect(
     or ``RELAY_HOST``/``RELAY_TOKEN``/``RELAY_USER``, Colab secrets of the same names, or the profile
     saved by ``relay-client login``. ``relay`` may be the connect string itself. ``tcp="box:22:22"``
     publishes a local TCP port as the alias ``box:22`` instead (``conn.url`` is then ``HOST:PORT``).
+    ``transport`` is ``"auto"`` (the SSH port, then SSH over WebSocket on 443), ``"ssh"`` or ``"wss"``.
     """
     directory = config_dir()
     spec = build_spec(
@@ -92,6 +95,8 @@ def connect(
         host_key=host_key,
         key=Path(key) if key else None,
         tcp=tcp,
+        transport=transport,
+        wss=wss,
     )
 
     def events(line: str) -> None:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from .config import ClientError, load_profile, one_secret, parse_relay, resolve
 from .connect import TunnelSpec
+from .wss import wss_url
+
+TRANSPORTS = ("auto", "ssh", "wss")
 
 
 def build_spec(
@@ -21,8 +25,16 @@ def build_spec(
     host_key: str | None,
     key: Path | None,
     tcp: str | None = None,
+    transport: str | None = None,
+    wss: str | None = None,
 ) -> TunnelSpec:
     remote_port = 80
+    transport_value = resolve(transport, "RELAY_TRANSPORT", None) or "auto"
+    if transport_value not in TRANSPORTS:
+        raise ClientError(f"invalid --transport {transport_value!r}: use auto, ssh or wss")
+    wss_value = resolve(wss, "RELAY_WSS", None)
+    if wss_value:
+        wss_value = wss_url(wss_value)
     if tcp is not None:
         if lab or port is not None or name or domain:
             raise ClientError(
@@ -47,6 +59,10 @@ def build_spec(
         relay, user, token = f"{one.host}:{one.port}", user or one.user, token or one.token
         host_key = host_key or one.fingerprint
     relay_value = resolve(relay, "RELAY_HOST", profile.relay)
+    if relay_value and relay_value.startswith(("wss://", "ws://")):
+        # --relay wss://HOST: SSH over WebSocket only; the host key is pinned under HOST:2222.
+        wss_value, transport_value = wss_url(relay_value), "wss"
+        relay_value = urlsplit(wss_value).hostname or ""
     if not relay_value:
         raise ClientError(
             "no relay given: set RELAY_URL to the connect string `relay user add` printed, pass --relay "
@@ -74,6 +90,8 @@ def build_spec(
         domain=domain,
         host_key=host_key,
         remote_port=remote_port,
+        transport=transport_value,
+        wss=wss_value or None,
     )
 
 

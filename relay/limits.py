@@ -122,6 +122,12 @@ class Limits:
     ssh_max_channels_per_tunnel: int = _limit(
         64, "count", "channels open at once to one tunnel's client; past it a visitor gets 503"
     )
+    wss_max_frame_bytes: int = _limit(
+        256 * 1024,
+        "bytes",
+        "largest WebSocket frame a client may send on /_relay/ssh (SSH packets are at most ~35 KB); "
+        "a bigger one closes the connection (1009)",
+    )
     tcp_alias_min_port: int = _limit(
         1, "count", "lowest PORT of a TCP alias (ssh -R NAME:PORT:...; 80 and 443 make HTTP tunnels)"
     )

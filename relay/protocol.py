@@ -77,6 +77,8 @@ GUEST_PATH = "/_relay/guest"
 #: ``DIST_PATH/<file>`` (DESIGN §3.7).
 CLIENT_PATH = "/_relay/client"
 DIST_PATH = "/_relay/dist"
+#: On the relay host: SSH over WebSocket (``wss://RELAY/_relay/ssh``), for networks that allow only 443.
+SSH_WS_PATH = "/_relay/ssh"
 #: Caddy's on-demand TLS ``ask``: 200 only for hosts the relay serves (``?domain=HOST``).
 TLS_ASK_PATH = "/_relay/tls-ask"
 

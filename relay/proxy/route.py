@@ -25,6 +25,7 @@ from ..protocol import (
     LOGIN_PATH,
     MAX_FORM_BYTES,
     RELAY_PATH_PREFIX,
+    SSH_WS_PATH,
     STATUS_PATH,
     TLS_ASK_PATH,
     TOKEN_QUERY,
@@ -60,7 +61,12 @@ class Forward:
     extra: tuple[tuple[str, str], ...] = ()  # headers the relay adds (the dashboard's identity)
 
 
-Decision = Answer | RelayHost | Forward
+@dataclass(frozen=True)
+class SshWebSocket:
+    """The relay host's ``/_relay/ssh``: an SSH connection over WebSocket (SSH authenticates it)."""
+
+
+Decision = Answer | RelayHost | Forward | SshWebSocket
 
 
 def visitor_of(
@@ -190,6 +196,8 @@ class Router:
 
     def _relay_host(self, head: RequestHead, html: bool, client: str) -> Decision:
         path = head.path
+        if path == SSH_WS_PATH:
+            return SshWebSocket()
         if head.method == "POST" and path.startswith(RELAY_PATH_PREFIX):
             if head.framing is Framing.CHUNKED:
                 return Answer(Reply.error(411, "Content-Length required", html=html))

@@ -29,6 +29,7 @@ from .forward import Forwarder
 from .portal import Portal
 from .reply import Reply
 from .route import Router
+from .ssh_bridge import OpenSsh, SshBridge
 from .upgrades import OpenUpgrades
 from .visitor import Front, Visitor
 
@@ -53,6 +54,7 @@ class Proxy:
         meter: Meter | None = None,
         dashboard: Tunnel | None = None,
         client_wheel: Wheel | None = None,
+        open_ssh: OpenSsh | None = None,
     ) -> None:
         self.meter = meter
         self.limits = limits = limits or Limits()
@@ -99,8 +101,9 @@ class Proxy:
             limits.http_max_connections_per_network,
         )
         commit = self._committer(store, writer)
+        bridge = SshBridge(open_ssh, limits) if open_ssh is not None else None
         self.front = Front(
-            limits, router, self.portal, forwarder, trust_proxy, forwarded, commit, inspector, meter
+            limits, router, self.portal, forwarder, trust_proxy, forwarded, commit, inspector, meter, bridge
         )
         self._visitors: set[Visitor] = set()
         self.draining = False
@@ -166,11 +169,12 @@ class Proxy:
         self.draining = True
         for visitor in list(self._visitors):
             visitor.draining = True
-            if not visitor.busy:
+            if not visitor.busy and not visitor.bridged:
                 visitor.writer.close()
         deadline = time.monotonic() + grace
         # Polling is enough here: it runs once, at shutdown, for at most ``grace`` seconds.
-        while any(v.busy for v in self._visitors) and time.monotonic() < deadline:  # noqa: ASYNC110
+        while any(v.busy and not v.bridged for v in self._visitors) and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         for visitor in list(self._visitors):
-            visitor.writer.close()
+            if not visitor.bridged:  # SSH over WebSocket ends with its SSH connection (close_all)
+                visitor.writer.close()

@@ -31,7 +31,8 @@ from ..tunnels import Stream, Tunnel
 from .forward import Abort, Forwarder, Outcome, UpstreamFailed
 from .portal import Portal
 from .reply import Reply
-from .route import Answer, Forward, Router
+from .route import Answer, Forward, Router, SshWebSocket
+from .ssh_bridge import SshBridge
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("relay.access")
@@ -85,6 +86,8 @@ class Front:
     inspector: Inspector | None = None
     #: Request and refusal counts for the metrics (None: metrics are off, nothing is counted).
     meter: Meter | None = None
+    #: SSH over WebSocket on the relay host (None: /_relay/ssh answers 404).
+    ssh_bridge: SshBridge | None = None
 
 
 class Visitor:
@@ -108,6 +111,8 @@ class Visitor:
         self.loop: asyncio.AbstractEventLoop | None = None  # set when serving starts
         self.task: asyncio.Task[Any] | None = None  # the task serving this connection
         self.forwarded: Forward | None = None  # the current request's, once it is forwarded
+        #: Carries an SSH connection (/_relay/ssh): shutdown leaves it to the SSH side to close.
+        self.bridged = False
 
     def deadline(self, seconds: float | None) -> Deadline:
         """A deadline for a wait of this connection's own task (no loop or task lookups)."""
@@ -344,6 +349,8 @@ class Visitor:
         decision = front.router.route(head, scheme=self.scheme, peer_ip=self.peer_ip, client=client)
         if isinstance(decision, Answer):
             return await self._answer(head, decision.reply), decision.note
+        if isinstance(decision, SshWebSocket):
+            return await self._ssh_websocket(head, client)
         if isinstance(decision, Forward):
             html, self.forwarded = decision.html, decision
             try:
@@ -366,6 +373,17 @@ class Visitor:
                 body = await self.reader.readexactly(head.length)
             head.framing = Framing.NONE  # consumed
         return await self._answer(head, front.portal.relay_host(head, body, client)), None
+
+    async def _ssh_websocket(self, head: RequestHead, client: str) -> tuple[Outcome, str | None]:
+        bridge = self.front.ssh_bridge
+        if bridge is None:
+            return await self._answer(head, Reply.error(404, "no SSH over WebSocket here", html=False)), None
+        refusal = bridge.refusal(head)
+        if refusal is None and head.framing is not Framing.NONE:
+            refusal = Reply.error(400, "a WebSocket handshake has no body", html=False)
+        if refusal is not None:
+            return await self._answer(head, refusal, close=True), "not a WebSocket handshake"
+        return await bridge.serve(self, head, client), "ssh over websocket"
 
     async def _answer(self, head: RequestHead, reply: Reply, *, close: bool = False) -> Outcome:
         # A request body the relay did not read would desynchronise the connection: close it.

@@ -7,7 +7,9 @@ subsystems, agent and X11 forwarding, real port binds) is refused.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -103,8 +105,10 @@ class TunnelListener(asyncssh.SSHListener):
 class RelaySSHServer(asyncssh.SSHServer):
     """One instance per SSH connection."""
 
-    def __init__(self, ctx: SshContext) -> None:
+    def __init__(self, ctx: SshContext, client: tuple[str, int] | None = None) -> None:
         self.ctx = ctx
+        #: The client's address when the socket does not carry it (SSH over WebSocket: a socket pair).
+        self._client = client
         self.conn: asyncssh.SSHServerConnection | None = None
         self.peer = "unknown"
         #: Set only once the connection has authenticated: until then it is nobody's, whatever name
@@ -129,7 +133,7 @@ class RelaySSHServer(asyncssh.SSHServer):
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self.conn = conn
-        peer = conn.get_extra_info("peername")
+        peer = self._client or conn.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "unknown"
         self.address = peer[0] if peer else "unknown"
         refusal = self.ctx.unauthenticated.enter(self.address)
@@ -469,26 +473,55 @@ class RelaySSHServer(asyncssh.SSHServer):
         }
 
 
+def _options(ctx: SshContext, host_key: asyncssh.SSHKey) -> dict[str, object]:
+    """One set of server options for the SSH port and for SSH over WebSocket alike."""
+    return {
+        "server_host_keys": [host_key],
+        "server_version": "Relay",
+        "encryption_algs": list(SSH_ENCRYPTION_ALGS),
+        "login_timeout": ctx.limits.ssh_login_timeout,
+        "keepalive_interval": ctx.limits.ssh_keepalive_interval,
+        "keepalive_count_max": ctx.limits.ssh_keepalive_count,
+        "agent_forwarding": False,
+        "x11_forwarding": False,
+        "allow_scp": False,
+        "kbdint_auth": False,
+        "gss_host": None,
+        "line_editor": False,
+        "encoding": "utf-8",
+        "errors": "replace",
+    }
+
+
 async def start_ssh_server(
     ctx: SshContext, host: str, port: int, host_key: asyncssh.SSHKey
 ) -> asyncssh.SSHAcceptor:
     return await asyncssh.create_server(
-        lambda: RelaySSHServer(ctx),
-        host,
-        port,
-        server_host_keys=[host_key],
-        server_version="Relay",
-        encryption_algs=list(SSH_ENCRYPTION_ALGS),
-        login_timeout=ctx.limits.ssh_login_timeout,
-        keepalive_interval=ctx.limits.ssh_keepalive_interval,
-        keepalive_count_max=ctx.limits.ssh_keepalive_count,
-        agent_forwarding=False,
-        x11_forwarding=False,
-        allow_scp=False,
-        kbdint_auth=False,
-        gss_host=None,
-        line_editor=False,
-        encoding="utf-8",
-        errors="replace",
-        reuse_address=True,
+        lambda: RelaySSHServer(ctx), host, port, reuse_address=True, **_options(ctx, host_key)
     )
+
+
+def serve_socket(ctx: SshContext, host_key: asyncssh.SSHKey, sock: socket.socket, client: str) -> None:
+    """Serve one SSH connection that arrived another way than the SSH port (SSH over WebSocket: one
+    end of a socket pair), exactly as one from the port: same server, options, caps and limits,
+    accounted to ``client``, the visitor's real address."""
+    address = (client, 0)
+
+    async def run() -> None:
+        try:
+            await asyncssh.run_server(
+                sock, server_factory=lambda: RelaySSHServer(ctx, address), **_options(ctx, host_key)
+            )
+        except (AdmissionRefused, asyncssh.Error, OSError, asyncio.TimeoutError) as exc:
+            # Refused, failed or timed out before it logged in: already logged and counted by
+            # RelaySSHServer, as for the SSH port; the socket pair is closed, and so is the WebSocket.
+            emit(log, logging.DEBUG, "ssh.socket_ended", client=client, error=exc)
+            sock.close()
+
+    task = asyncio.ensure_future(run())
+    _socket_tasks.add(task)
+    task.add_done_callback(_socket_tasks.discard)
+
+
+#: Running SSH-over-WebSocket handshakes (kept referenced until done).
+_socket_tasks: set[asyncio.Task[None]] = set()

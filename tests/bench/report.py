@@ -168,13 +168,35 @@ GOALS = (
     Goal("relay + OpenSSH client: small p99 ≤ 0.5× classic", "small_p99_ms", "relay-ssh", 0.5, False, _BOTH),
     Goal("relay + OpenSSH client: bulk ≥ 1.0× classic", "bulk_mb_s", "relay-ssh", 1.0, True, _BOTH),
     Goal("relay-client: bulk ≥ 0.9× classic", "bulk_mb_s", "relay-client", 0.9, True, _BOTH),
+    # Issue 14: SSH over WebSocket against the SSH port, both with relay-client.
+    Goal(
+        "relay-client over wss: bulk ≥ 0.8× over SSH",
+        "bulk_mb_s",
+        "relay-client-wss",
+        0.8,
+        True,
+        ("relay-client",),
+    ),
+    Goal(
+        "relay-client over wss: small req/s ≥ 0.8× over SSH",
+        "small_req_s",
+        "relay-client-wss",
+        0.8,
+        True,
+        ("relay-client",),
+    ),
     Goal("relay: ≤ 25 KiB per idle tunnel", "idle_kib", "relay", 25, False),
     Goal("`ssh -R` to a working URL ≤ 150 ms", "ttu_ms", "relay-ssh", 150, False),
     Goal("Lab load, relay + OpenSSH client ≤ 1.1× direct", "lab_s", "relay-ssh", 1.1, False, ("direct",)),
     Goal("Lab load, relay + `relay-client` ≤ 1.1× direct", "lab_s", "relay-client", 1.1, False, ("direct",)),
 )
 
-_REFERENCE_NAMES = {REFERENCE: "classic", REFERENCE_PTY: "classic with pty", "direct": "direct"}
+_REFERENCE_NAMES = {
+    REFERENCE: "classic",
+    REFERENCE_PTY: "classic with pty",
+    "direct": "direct",
+    "relay-client": "relay-client over SSH",
+}
 
 
 def goals(results: Results) -> str:

@@ -4,7 +4,8 @@
 - ``classic``: throwaway ``sshd`` + ``ssh -N -R`` + an nginx front (the do-it-yourself way);
 - ``classic-pty``: the same with ``ssh -tt`` (a pty: OpenSSH then sets TCP_NODELAY);
 - ``relay-ssh``: ``relay serve`` + stock ``ssh -tt -R NAME:80:...``, as a person runs it in a terminal;
-- ``relay-client``: ``relay serve`` + ``relay-client connect --port``.
+- ``relay-client``: ``relay serve`` + ``relay-client connect --port``;
+- ``relay-client-wss``: the same over SSH over WebSocket (``--transport wss``, the relay's HTTP port).
 
 Visitors of the relay send ``X-Relay-Token``, so routing and auth run on every request."""
 
@@ -27,13 +28,14 @@ from .processes import Child, free_port, spawn
 USER = "bench"
 
 #: Stack keys in table order; ``classic`` is the reference of every ratio.
-ORDER = ("direct", "classic", "classic-pty", "relay-ssh", "relay-client")
+ORDER = ("direct", "classic", "classic-pty", "relay-ssh", "relay-client", "relay-client-wss")
 LABELS = {
     "direct": "direct to the backend (the limit)",
     "classic": "classic: sshd + `ssh -N -R` + nginx",
     "classic-pty": "classic, client with a pty (`ssh -tt -R`)",
     "relay-ssh": "relay + OpenSSH `ssh -tt -R`",
     "relay-client": "relay + `relay-client`",
+    "relay-client-wss": "relay + `relay-client --transport wss`",
     # Only in the wide-area case: the browser straight to Lab, no delay (its own rendering time).
     "direct-local": "direct, without the delay (the browser's own time)",
 }
@@ -98,10 +100,14 @@ def spawn_tunnel(
         argv += ["-tt", "-o", f"Ciphers={CIPHER}", "-R", f"{name}:80:127.0.0.1:{target}", f"{USER}@127.0.0.1"]
         # stdin is a pipe held open, like a terminal's.
         return spawn(name, argv, logdir, env=env, stdin=subprocess.PIPE)
-    if kind == "relay-client":
+    if kind in ("relay-client", "relay-client-wss"):
         home = logdir / "client-home"
         home.mkdir(exist_ok=True)
         args = ["--user", USER, "--token", servers.token, "--name", name, "--port", str(target)]
+        if kind == "relay-client-wss":  # ``via`` reaches the relay's HTTP port here
+            wss = f"ws://localhost:{via or servers.relay.http_port}/_relay/ssh"
+            args += ["--transport", "wss", "--wss", wss]
+            return spawn(name, client_argv(servers.relay.ssh_port, args), logdir, env=client_env(home))
         return spawn(name, client_argv(via or servers.relay.ssh_port, args), logdir, env=client_env(home))
     raise ValueError(kind)
 
@@ -154,7 +160,7 @@ async def start_stacks(
     direct = via.get("direct", target)
     stacks = [Stack("direct", Endpoint(direct, f"127.0.0.1:{direct}"))]
     for kind in TUNNELS:
-        server = "sshd" if kind.startswith("classic") else "relay"
+        server = "sshd" if kind.startswith("classic") else "relay-http" if kind.endswith("-wss") else "relay"
         stacks.append(
             await open_stack(servers, kind, f"{prefix}{kind}", target, probe, cleanup, via=via.get(server))
         )

@@ -48,6 +48,7 @@ async def start_wide_area(servers: Servers, work: Path, cleanup: contextlib.Asyn
     via = {
         "direct": await _delaying_proxy("direct", lab.port, work, cleanup),
         "relay": await _delaying_proxy("relay", servers.relay.ssh_port, work, cleanup),
+        "relay-http": await _delaying_proxy("relay-http", servers.relay.http_port, work, cleanup),
         "sshd": await _delaying_proxy("sshd", servers.sshd.port, work, cleanup),
     }
     stacks = await start_stacks(servers, lab.port, (lab.path(), None), cleanup, prefix="lab-", via=via)

@@ -15,7 +15,7 @@ from relay.datadir import ensure_data_dir
 from relay.http1 import parse_request_head
 from relay.proxy.credentials import Credentials
 from relay.proxy.portal import Portal
-from relay.proxy.route import Answer, Forward, RelayHost, Router
+from relay.proxy.route import Answer, Forward, RelayHost, Router, SshWebSocket
 from relay.sso import SsoCodes
 from relay.store import Store
 from relay.tunnels import Registry, Stream, Tunnel
@@ -69,6 +69,12 @@ def _head(line: str, host: str, headers: dict[str, str]) -> bytes:
 HTML = {"Accept": "text/html"}
 JSON = {"Accept": "application/json"}
 ALICE = {"X-Relay-Token": "{alice}"}
+WS = {
+    "Upgrade": "websocket",
+    "Connection": "Upgrade",
+    "Sec-WebSocket-Version": "13",
+    "Sec-WebSocket-Key": "MDEyMzQ1Njc4OWFiY2RlZg==",
+}
 BOB = {"X-Relay-Token": "{bob}"}
 
 # (case, request line, host, headers with {alice}/{bob} for tokens, expected: status, "forward" or "relay")
@@ -80,6 +86,10 @@ CASES = [
     ("a login form", "POST /_relay/login", "localhost:8080", {"Content-Length": "10"}, "relay"),
     ("a chunked login form", "POST /_relay/login", "localhost:8080", {"Transfer-Encoding": "chunked"}, 411),
     ("a huge login form", "POST /_relay/login", "localhost:8080", {"Content-Length": "99999"}, 413),
+    ("SSH over WebSocket, no credential needed", "GET /_relay/ssh", "localhost:8080", WS, "ssh"),
+    ("SSH over WebSocket, whatever credential", "GET /_relay/ssh", "localhost:8080", {**WS, **ALICE}, "ssh"),
+    ("the SSH WebSocket path on a tunnel host", "GET /_relay/ssh", "lab.localhost:8080", WS, 404),
+    ("the relay's client page", "GET /_relay/client", "localhost:8080", HTML, "relay"),
     ("no tunnel, name unowned", "GET /", "nobody.localhost:8080", HTML, 404),
     ("offline, a browser without credential", "GET /", "away.localhost:8080", HTML, 302),
     ("offline, a script without credential", "GET /", "away.localhost:8080", JSON, 401),
@@ -146,6 +156,8 @@ def test_route(
         assert isinstance(got, Forward) and got.tunnel is world.tunnel
     elif expected == "relay":
         assert isinstance(got, RelayHost)
+    elif expected == "ssh":
+        assert isinstance(got, SshWebSocket)
     else:
         assert isinstance(got, Answer), got
         assert got.reply.status == expected, (case, got.reply)
