@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shlex
 import socket
 import subprocess
 import sys
@@ -58,7 +59,16 @@ class Runtime:
 def ssh_config(relay: RelayProcess, sshd: Sshd, workdir: Path, users: list[str]) -> Path:
     """`Host relay-USER` for each user, and `Host *` for the runtime reached through the jump."""
     known = workdir / "known_hosts"
+    proxy = shlex.join(
+        [sys.executable, "-m", "client", "proxy", f"ws://localhost:{relay.http_port}/_relay/ssh"]
+    )
     blocks = [
+        f"Host wss-{u}\n  ProxyCommand {proxy}\n  HostKeyAlias relay-{u}\n  User {u}\n"
+        f"  UserKnownHostsFile {relay.workdir / 'known_hosts'}\n  StrictHostKeyChecking accept-new\n"
+        "  PubkeyAuthentication no\n  PasswordAuthentication yes\n  BatchMode no\n"
+        "  NumberOfPasswordPrompts 1\n  LogLevel INFO\n"
+        for u in users
+    ] + [
         f"Host relay-{u}\n  HostName 127.0.0.1\n  Port {relay.ssh_port}\n  User {u}\n"
         f"  UserKnownHostsFile {relay.workdir / 'known_hosts'}\n  StrictHostKeyChecking accept-new\n"
         "  PubkeyAuthentication no\n  PasswordAuthentication yes\n  BatchMode no\n"
@@ -289,3 +299,24 @@ async def test_relay_client_publishes_a_tcp_alias(
         await client.stop()
     code, _, bad = await run_client_once(relay.ssh_port, home, ["--user", rt.owner, "--tcp", f"{name}:80:22"])
     assert code != 0 and b"not 80 or 443" in bad
+
+
+async def test_the_jump_host_over_websocket_with_ssh_and_sftp(
+    relay: RelayProcess, runtime: Runtime, workdir: Path
+) -> None:
+    """``relay-client proxy`` as the jump host's ProxyCommand: ssh -J and sftp through it, for
+    networks where only the relay's HTTPS port is reachable."""
+    rt = runtime
+    env = askpass_env(relay, rt.owner, rt.token)
+    code, out, err = await run(
+        [SSH, "-F", str(rt.config), "-J", f"wss-{rt.owner}", rt.name, "--", "echo", "ws"], env
+    )
+    assert code == 0 and out.strip() == "ws", err
+    src = workdir / "small.bin"
+    src.write_bytes(os.urandom(300_000))
+    batch = workdir / "batch"
+    batch.write_text(f"put {src} {workdir / 'sftp-copy.bin'}\n")
+    sftp = ["sftp", "-q", "-F", str(rt.config), "-J", f"wss-{rt.owner}", "-b", str(batch), rt.name]
+    code, _, err = await run(sftp, env, timeout=90)
+    assert code == 0, err
+    assert (workdir / "sftp-copy.bin").read_bytes() == src.read_bytes()
