@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 #: Hands one end of a connected socket pair to the SSH server, with the client's address.
 OpenSsh = Callable[[socket.socket, str], None]
-_CHUNK = 64 * 1024
+_CHUNK = 256 * 1024  # reads of the visitor: most frames (64 KiB from clients) end within one
 
 
 class SshBridge:
