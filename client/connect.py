@@ -141,13 +141,14 @@ class TunnelClient:
         spec = self.spec
         client = _PinningClient(spec, self.pins, self.events)
         keys = [str(spec.key_path)] if spec.key_path else []
-        sock = await self._transport()
+        sock, tunnel = await self._transport()
         try:
             conn = await asyncio.wait_for(
                 asyncssh.connect(
                     spec.relay_host,
                     spec.relay_port,
                     sock=sock,
+                    tunnel=tunnel or (),
                     username=spec.user,
                     password=spec.token,
                     client_keys=keys,
@@ -168,24 +169,21 @@ class TunnelClient:
             raise Fatal(f"the relay refused user {spec.user!r}: check the token or key") from None
         return conn
 
-    async def _transport(self) -> socket.socket | None:
-        """The connected socket asyncssh runs over: the SSH port's (None: asyncssh connects it), or
-        one end of a socket pair carried over the WebSocket."""
+    async def _transport(self) -> tuple[socket.socket | None, wss.WebSocketTunnel | None]:
+        """What asyncssh runs over: the SSH port (a connected socket, or None: asyncssh connects it),
+        or the relay's SSH WebSocket."""
         spec = self.spec
         if spec.transport == "ssh":
-            return None
+            return None, None
         if spec.transport == "auto":
             try:
-                return await tcp_connect(spec.relay_host, spec.relay_port, AUTO_TIMEOUT)
+                return await tcp_connect(spec.relay_host, spec.relay_port, AUTO_TIMEOUT), None
             except (OSError, asyncio.TimeoutError) as exc:
                 self.events(
                     f"the SSH port {spec.relay} did not answer within {AUTO_TIMEOUT:.0f} s ({_why(exc)}); "
                     f"trying SSH over WebSocket, {spec.wss_url}"
                 )
-        link = await wss.bridge(spec.wss_url)
-        if spec.transport == "auto":
-            self.events(f"connected over WebSocket: {spec.wss_url}")
-        return link.start()
+        return None, wss.WebSocketTunnel(spec.wss_url)
 
     async def _open_tunnel(self, conn: asyncssh.SSHClientConnection) -> str:
         spec = self.spec

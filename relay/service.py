@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -30,8 +29,9 @@ from .inspector import Inspector
 from .logfmt import emit
 from .metrics import HostTotals, Meter, RelayCollector, metrics_app
 from .proxy import Proxy
-from .ssh import SshConnections, SshContext, serve_socket, start_ssh_server
+from .ssh import SshConnections, SshContext, start_ssh_server, start_stream_server
 from .ssh.aliases import Alias, AliasTable, jump_hint, recheck_jumps
+from .ssh.stream_server import StreamListener
 from .store import STORE_ERRORS, Store
 from .storewriter import StoreWriter
 from .tls import CertificateSet
@@ -63,7 +63,7 @@ class RelayService:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.registry = Registry()
-        self._ssh_ctx: SshContext | None = None
+        self._stream_ssh: StreamListener | None = None  # SSH over WebSocket's way in
         self.aliases = AliasTable()  # TCP aliases: the SSH side serves them, the dashboard lists them
         self._stop = asyncio.Event()
         self._servers: list[asyncio.AbstractServer] = []
@@ -115,12 +115,11 @@ class RelayService:
             writer.submit(lambda store: store.put_live(host, user_id, client, since), "put_live")
             writer.submit(lambda store: store.record_seen(host, client=client, at=since), "record_seen")
 
-    def _serve_ssh_socket(self, sock: socket.socket, client: str) -> None:
-        """SSH over WebSocket: one end of a socket pair, served by the SSH side like the SSH port."""
-        if self._ssh_ctx is None:  # still starting: the WebSocket closes at once, the client retries
-            sock.close()
-            return
-        serve_socket(self._ssh_ctx, self.host_key, sock, client)
+    def _open_ssh(self, transport: asyncio.Transport) -> asyncio.Protocol:
+        """SSH over WebSocket: a connection of the same SSH server, on the bridge's transport."""
+        if self._stream_ssh is None:  # still starting: the WebSocket closes at once, the client retries
+            raise ConnectionRefusedError("the SSH server is starting")
+        return self._stream_ssh.accept(transport)
 
     def _alias_rows(self, user_id: int) -> list[dict[str, object]]:
         assert self.public is not None
@@ -219,7 +218,7 @@ class RelayService:
             meter=self.meter,
             dashboard=dashboard,
             client_wheel=await self._client_wheel(),
-            open_ssh=self._serve_ssh_socket,
+            open_ssh=self._open_ssh,
         )
         ssh_ctx = SshContext(
             store=store,
@@ -236,8 +235,8 @@ class RelayService:
             aliases=self.aliases,
         )
         ssh_ctx.aliases.subscribe(self._on_alias_change)
-        self._ssh_ctx = ssh_ctx
         self._ssh = await start_ssh_server(ssh_ctx, cfg.bind, cfg.ssh_port, self.host_key)
+        self._stream_ssh = await start_stream_server(ssh_ctx, self.host_key)
         self.ssh_port = ssh_ctx.ssh_port = self._ssh.sockets[0].getsockname()[1]
         endpoint = f"{public.domain}:{self.ssh_port}"  # for the connect strings admin commands print
         self._writer().submit(lambda store: store.record_setting("ssh_endpoint", endpoint), "ssh_endpoint")

@@ -1,19 +1,17 @@
 """SSH over WebSocket (DESIGN §3.8): the relay host's ``GET /_relay/ssh`` upgrade becomes one SSH
 connection into the relay's own SSH server, for networks that allow only 443.
 
-The visitor's binary messages are written to one end of a socket pair whose other end the SSH side
-serves like an accepted TCP connection (same authentication, same pre-auth caps, counted against the
-visitor's real address); what the SSH server sends comes back as binary messages. No visitor
+The visitor's binary messages go straight into an SSH server connection of the relay's own server
+(same authentication, same pre-auth caps, counted against the visitor's real address), whose
+transport writes back binary messages: no socket pair, no extra copy or syscall per chunk. No visitor
 credential is read: SSH authenticates inside. relay.proxy never imports relay.ssh: the service
 injects ``open_ssh``."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from .. import websocket as ws
 from ..http1 import RequestHead, ResponseHead, get_one, serialise_response
@@ -24,9 +22,68 @@ from .reply import Reply
 if TYPE_CHECKING:
     from .visitor import Visitor
 
-#: Hands one end of a connected socket pair to the SSH server, with the client's address.
-OpenSsh = Callable[[socket.socket, str], None]
-_CHUNK = 256 * 1024  # reads of the visitor: most frames (64 KiB from clients) end within one
+#: Starts one SSH server connection on a transport (its peername: the client's address) and
+#: returns the connection's protocol, which the bridge feeds with what the client sends.
+OpenSsh = Callable[[asyncio.Transport], asyncio.Protocol]
+_CHUNK = 256 * 1024  # reads of the visitor: most frames (clients send up to 128 KiB) end within one
+#: What may wait unsent to a visitor before its connection is cut: SSH's own windows bound it long
+#: before this in practice (a visitor that stops reading also stops answering keepalives).
+_MAX_UNSENT = 16 * 1024 * 1024
+
+
+class FrameTransport(asyncio.Transport):
+    """The SSH server's transport: what it writes goes to the visitor as binary messages (one per
+    write; the relay's SSH tuning writes a loop pass's packets at once), and closing it closes the
+    WebSocket."""
+
+    def __init__(self, visitor: Visitor, client: str) -> None:
+        super().__init__()
+        self.visitor = visitor
+        self.client = client
+        self.sent = 0
+        self.closed = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self.closed or not data:
+            return
+        self.send_frame(ws.frame(ws.Opcode.BINARY, bytes(data)))
+
+    def writelines(self, list_of_data: Iterable[bytes | bytearray | memoryview]) -> None:
+        self.write(b"".join(list_of_data))
+
+    def send_frame(self, frame: bytes) -> None:
+        writer = self.visitor.writer
+        if writer.transport.is_closing():
+            self.abort()
+            return
+        writer.write(frame)
+        self.sent += len(frame)
+        if writer.transport.get_write_buffer_size() > _MAX_UNSENT:
+            self.abort()
+
+    def close(self) -> None:
+        """The SSH server is done: a close frame, then the visitor's connection closes."""
+        if not self.closed:
+            self.send_frame(ws.close_frame(ws.Close.NORMAL))
+            self.abort()
+
+    def abort(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.visitor.writer.close()  # wakes the bridge's read of the visitor
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def get_write_buffer_size(self) -> int:
+        return self.visitor.writer.transport.get_write_buffer_size()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "peername":
+            return (self.client, 0)  # the unit of the SSH server's pre-auth caps and lockout
+        if name == "sockname":
+            return self.visitor.writer.get_extra_info("sockname", default)
+        return default
 
 
 class SshBridge:
@@ -56,71 +113,41 @@ class SshBridge:
             ("Connection", "Upgrade"),
             ("Sec-WebSocket-Accept", ws.accept_value(key)),
         ]
-        mine, theirs = socket.socketpair()
-        try:
-            self.open_ssh(theirs, client)
-        except BaseException:
-            theirs.close()
-            mine.close()
-            raise
         visitor.send(serialise_response(accept, headers))
         visitor.bridged = True  # not a request in flight: shutdown closes it through SSH, not here
-        reader, writer = await asyncio.open_connection(sock=mine, limit=_CHUNK)
-        sent = _Counter()
-        up = asyncio.ensure_future(self._up(visitor, writer, sent))
-        down = asyncio.ensure_future(self._down(visitor, reader, sent))
+        transport = FrameTransport(visitor, client)
+        protocol = self.open_ssh(transport)
+        error: Exception | None = None
         try:
-            await asyncio.wait({up, down}, return_when=asyncio.FIRST_COMPLETED)
+            await self._up(visitor, transport, protocol)
+        except (ConnectionError, OSError) as exc:
+            error = exc
         finally:
-            for task in (up, down):
-                task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, ConnectionError, OSError):
-                await asyncio.gather(up, down)
-            writer.close()
-        return Outcome(101, sent.n, False)
+            if not transport.closed:
+                protocol.connection_lost(error)  # the SSH server lets go and aborts its transport
+                transport.abort()
+        return Outcome(101, transport.sent, False)
 
-    async def _up(self, visitor: Visitor, ssh: asyncio.StreamWriter, sent: _Counter) -> None:
+    async def _up(self, visitor: Visitor, transport: FrameTransport, protocol: asyncio.Protocol) -> None:
         """The visitor's frames into the SSH server, until a close, EOF or a broken frame."""
         parser = ws.FrameParser(self.limits.wss_max_frame_bytes)
-        while True:
-            data = await visitor.reader.read(_CHUNK)
+        reader = visitor.reader
+        while not transport.closed:
+            data = await reader.read(_CHUNK)
             if not data:
                 return
             try:
                 frames = parser.feed(data)
             except ws.FrameError as exc:
-                self._send(visitor, ws.close_frame(exc.code, str(exc)), sent)
+                transport.send_frame(ws.close_frame(exc.code, str(exc)))
                 return
             for f in frames:
-                if f.opcode is ws.Opcode.BINARY:
-                    ssh.write(f.payload)
-                elif f.opcode is ws.Opcode.PING:
-                    self._send(visitor, ws.frame(ws.Opcode.PONG, f.payload), sent)
-                elif f.opcode is ws.Opcode.CLOSE:
-                    self._send(visitor, ws.close_frame(ws.Close.NORMAL), sent)
+                if transport.closed:
                     return
-            await ssh.drain()  # backpressure: the SSH server reads at its own pace
-
-    async def _down(self, visitor: Visitor, ssh: asyncio.StreamReader, sent: _Counter) -> None:
-        """What the SSH server sends, as binary messages, until it closes."""
-        idle = self.limits.stream_idle_timeout
-        while True:
-            data = await ssh.read(_CHUNK)
-            if not data:
-                self._send(visitor, ws.close_frame(ws.Close.NORMAL), sent)
-                await visitor.drained(idle)
-                return
-            self._send(visitor, ws.frame(ws.Opcode.BINARY, data), sent)
-            await visitor.drained(idle)
-
-    @staticmethod
-    def _send(visitor: Visitor, data: bytes, sent: _Counter) -> None:
-        visitor.send(data)
-        sent.n += len(data)
-
-
-class _Counter:
-    __slots__ = ("n",)
-
-    def __init__(self) -> None:
-        self.n = 0
+                if f.opcode is ws.Opcode.BINARY:
+                    protocol.data_received(bytes(f.payload))
+                elif f.opcode is ws.Opcode.PING:
+                    transport.send_frame(ws.frame(ws.Opcode.PONG, f.payload))
+                elif f.opcode is ws.Opcode.CLOSE:
+                    transport.close()
+                    return

@@ -3,6 +3,6 @@
 ``tuning`` asyncssh's per-packet overheads removed. It never imports :mod:`relay.proxy`."""
 
 from .connections import SshConnections
-from .server import SshContext, serve_socket, start_ssh_server
+from .server import SshContext, start_ssh_server, start_stream_server
 
-__all__ = ["SshConnections", "SshContext", "serve_socket", "start_ssh_server"]
+__all__ = ["SshConnections", "SshContext", "start_ssh_server", "start_stream_server"]

@@ -7,9 +7,7 @@ subsystems, agent and X11 forwarding, real port binds) is refused.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,12 +30,14 @@ from ..sharing import may_jump
 from ..store import STORE_ERRORS, Store, User
 from ..storewriter import StoreWriter
 from ..tunnels import Registry, Tunnel, UserStreams
+from . import stream_server
 from .aliases import Alias, AliasTable, Splice, jump_hint
 from .channels import channel_opener
 from .connections import SshConnections
 from .jump import open_jump
 from .notices import EXCERPT_CHARS, LogBudget, Notices, excerpt
 from .session import RelaySession
+from .stream_server import StreamListener
 from .tuning import tune_connection
 
 log = logging.getLogger(__name__)
@@ -105,10 +105,8 @@ class TunnelListener(asyncssh.SSHListener):
 class RelaySSHServer(asyncssh.SSHServer):
     """One instance per SSH connection."""
 
-    def __init__(self, ctx: SshContext, client: tuple[str, int] | None = None) -> None:
+    def __init__(self, ctx: SshContext) -> None:
         self.ctx = ctx
-        #: The client's address when the socket does not carry it (SSH over WebSocket: a socket pair).
-        self._client = client
         self.conn: asyncssh.SSHServerConnection | None = None
         self.peer = "unknown"
         #: Set only once the connection has authenticated: until then it is nobody's, whatever name
@@ -133,7 +131,7 @@ class RelaySSHServer(asyncssh.SSHServer):
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self.conn = conn
-        peer = self._client or conn.get_extra_info("peername")
+        peer = conn.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "unknown"
         self.address = peer[0] if peer else "unknown"
         refusal = self.ctx.unauthenticated.enter(self.address)
@@ -501,27 +499,8 @@ async def start_ssh_server(
     )
 
 
-def serve_socket(ctx: SshContext, host_key: asyncssh.SSHKey, sock: socket.socket, client: str) -> None:
-    """Serve one SSH connection that arrived another way than the SSH port (SSH over WebSocket: one
-    end of a socket pair), exactly as one from the port: same server, options, caps and limits,
-    accounted to ``client``, the visitor's real address."""
-    address = (client, 0)
-
-    async def run() -> None:
-        try:
-            await asyncssh.run_server(
-                sock, server_factory=lambda: RelaySSHServer(ctx, address), **_options(ctx, host_key)
-            )
-        except (AdmissionRefused, asyncssh.Error, OSError, asyncio.TimeoutError) as exc:
-            # Refused, failed or timed out before it logged in: already logged and counted by
-            # RelaySSHServer, as for the SSH port; the socket pair is closed, and so is the WebSocket.
-            emit(log, logging.DEBUG, "ssh.socket_ended", client=client, error=exc)
-            sock.close()
-
-    task = asyncio.ensure_future(run())
-    _socket_tasks.add(task)
-    task.add_done_callback(_socket_tasks.discard)
-
-
-#: Running SSH-over-WebSocket handshakes (kept referenced until done).
-_socket_tasks: set[asyncio.Task[None]] = set()
+async def start_stream_server(ctx: SshContext, host_key: asyncssh.SSHKey) -> StreamListener:
+    """The same SSH server for connections that arrive as streams, not sockets (SSH over WebSocket):
+    same options, caps and limits; each is accounted to its transport's peername, the client's real
+    address."""
+    return await stream_server.listen(_options(ctx, host_key), lambda: RelaySSHServer(ctx))
