@@ -29,6 +29,7 @@ from .errors import RelayError
 from .limits import Limits, describe
 from .logwriter import BatchedStreamHandler, LineFormatter
 from .names import validate_name
+from .protocol import CLIENT_PATH
 from .service import RelayService
 from .store import ShareInfo, Store, parse_duration
 
@@ -304,6 +305,8 @@ async def _serve(config: Config) -> None:
             "relay: or with the Python client (the secret in the environment, not on its command line,"
             " where every local user could read it):",
             f"    RELAY_URL='{connect}' relay-client connect --port 8888",
+            f"relay: the client, served by this relay (install line and Colab cell): "
+            f"{public.relay_origin}{CLIENT_PATH}",
         ]
     service.handle_signals()
     out.append("relay: ready (Ctrl-C or SIGTERM stops it)")
@@ -339,6 +342,7 @@ def user_add(
                 f"created user {name}{' (admin)' if admin else ''}",
                 f"token (shown only now): {token}",
                 f"connect string, the one secret a notebook needs (RELAY_URL): {connect}",
+                f"the client to install: {store.relay_origin()}{CLIENT_PATH}",
             ],
         )
 

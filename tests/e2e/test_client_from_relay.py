@@ -70,6 +70,10 @@ async def test_the_page_names_the_wheel_and_its_hash(relay: RelayProcess) -> Non
     assert (await get(relay, "/_relay/dist/../store.db"))[0] in (400, 404)
     assert (await get(relay, "/_relay/client", "POST"))[0] in (403, 405)
     assert "Set-Cookie" not in headers
+    # Where to find it is printed beside every new user's connect string, and at the first start.
+    added = admin(relay, "user", "add", unique_name("page"))
+    assert f"the client to install: http://localhost:{relay.http_port}/_relay/client" in added.stdout
+    assert any(line.endswith(f"localhost:{relay.http_port}/_relay/client") for line in relay.output)
 
 
 async def test_the_served_wheel_installs_and_connects_with_one_secret(
