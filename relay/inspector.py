@@ -82,9 +82,23 @@ def size(n: int) -> str:
     return f"{n / 1_000_000:.1f}MB"
 
 
+class _Clock:
+    """``HH:MM:SS`` of the second last asked: the lines of one second format the time once."""
+
+    second = -1
+    text = ""
+
+
+def _hms(at: float) -> str:
+    second = int(at)
+    if _Clock.second != second:
+        _Clock.second, _Clock.text = second, time.strftime("%H:%M:%S", time.gmtime(second))
+    return _Clock.text
+
+
 def line(row: Row, *, with_host: bool = False) -> str:
     """``12:03:04 GET /lab/api/contents 200 12ms 3.1KB alice`` (UTC)."""
-    when = time.strftime("%H:%M:%S", time.gmtime(row.at))
+    when = _hms(row.at)
     host = f" {row.host}" if with_host else ""
     method = row.method if row.method.isascii() and row.method.isprintable() else "?"
     took, sent = f"{row.ms:.0f}ms", size(row.bytes_out)
