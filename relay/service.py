@@ -346,6 +346,8 @@ class RelayService:
             server.close()
         if self._ssh is not None:
             self._ssh.close()
+        if self._stream_ssh is not None:
+            self._stream_ssh.close()  # and no new SSH over WebSocket either
         if self.proxy is not None:
             await self.proxy.drain(self.config.limits.shutdown_grace)
         if self._dashboard_runner is not None:  # its event streams end at once (they are not waited for)

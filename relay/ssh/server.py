@@ -419,7 +419,12 @@ class RelaySSHServer(asyncssh.SSHServer):
             raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, "not logged in")
         host = jump_host(dest_host, domain=self.ctx.public.domain)
         alias = self.ctx.aliases.get(host, dest_port) if host is not None else None
-        shared = self.ctx.store.shared_with(alias.host) if alias is not None else frozenset()
+        try:
+            shared = self.ctx.store.shared_with(alias.host) if alias is not None else frozenset()
+        except STORE_ERRORS as exc:  # who may reach it is unknown: refused, nothing opened
+            raise asyncssh.ChannelOpenError(
+                asyncssh.OPEN_CONNECT_FAILED, f"the relay cannot read its store right now: {exc}"
+            ) from None
         if alias is None or not may_jump(user_id=user.id, owner_id=alias.user_id, shared=shared):
             # The same answer whether the alias is missing or another user's: nothing is revealed.
             self.notify(
