@@ -148,6 +148,8 @@ class RelayService:
         store = self.store or self.open_store()
         cfg = self.config
         lim = cfg.limits
+        # Before any listener opens: a visitor may connect the moment one does (a restart under load).
+        wheel = await self._client_wheel()
         # Visitors and not-yet-logged-in SSH clients are capped; 1024 more for logged-in clients,
         # the store and the listeners.
         have, want = raise_fd_limit(lim.http_max_connections + lim.ssh_max_unauthenticated + 1024)
@@ -217,7 +219,7 @@ class RelayService:
             inspector=self.inspector,
             meter=self.meter,
             dashboard=dashboard,
-            client_wheel=await self._client_wheel(),
+            client_wheel=wheel,
             open_ssh=self._open_ssh,
         )
         ssh_ctx = SshContext(
@@ -287,12 +289,16 @@ class RelayService:
         self._writer().submit(partial(write_batch, events=events), "audit")
 
     async def _serve_http(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        assert self.proxy is not None
-        await self.proxy.serve(reader, writer, "http")
+        await self._serve(reader, writer, "http")
 
     async def _serve_https(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        assert self.proxy is not None
-        await self.proxy.serve(reader, writer, "https")
+        await self._serve(reader, writer, "https")
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, scheme: str) -> None:
+        if self.proxy is None:  # a visitor faster than start-up (the listener opens first): retry soon
+            writer.close()
+            return
+        await self.proxy.serve(reader, writer, scheme)
 
     async def _write_stats(self) -> None:
         while True:
