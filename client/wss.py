@@ -194,7 +194,8 @@ class WebSocketTransport(asyncio.Transport):
         except (aiohttp.ClientError, OSError, ConnectionError):
             return
         finally:
-            await self._ws.close()
+            with contextlib.suppress(aiohttp.ClientError, OSError, ConnectionError, RuntimeError):
+                await self._ws.close()  # the receiving side may have closed the session already
 
     async def _receive(self) -> None:
         exc: Exception | None = None
