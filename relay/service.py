@@ -30,7 +30,7 @@ from .logfmt import emit
 from .metrics import HostTotals, Meter, RelayCollector, metrics_app
 from .proxy import Proxy
 from .ssh import SshConnections, SshContext, start_ssh_server, start_stream_server
-from .ssh.aliases import Alias, AliasTable, jump_hint, recheck_jumps
+from .ssh.aliases import Alias, AliasTable, recheck_jumps
 from .ssh.stream_server import StreamListener
 from .store import STORE_ERRORS, Store
 from .storewriter import StoreWriter
@@ -125,7 +125,7 @@ class RelayService:
         assert self.public is not None
         domain, port = self.public.domain, self.ssh_port
         return [
-            {**a.as_json(), "hint": jump_hint(a, domain=domain, ssh_port=port)}
+            a.as_json(domain=domain, ssh_port=port)
             for a in sorted(self.aliases.for_user(user_id), key=lambda a: a.key)
         ]
 

@@ -67,14 +67,6 @@ def accept_value(key: str) -> str:
     return base64.b64encode(hashlib.sha1(key.encode("ascii") + _GUID).digest()).decode()  # noqa: S324
 
 
-def unmask(payload: bytes | bytearray, mask: bytes) -> bytes:
-    """The payload XOR the 4-byte mask (at C speed where :mod:`relay.wsmask` finds it)."""
-    data = bytearray(payload)
-    if data:
-        wsmask.mask(mask, data)
-    return bytes(data)
-
-
 def frame(opcode: Opcode, payload: bytes | bytearray = b"") -> bytes:
     """A server frame (final, unmasked)."""
     n = len(payload)

@@ -41,7 +41,8 @@ class Alias:
     def key(self) -> str:
         return f"{self.host}:{self.port}"
 
-    def as_json(self) -> dict[str, object]:
+    def as_json(self, *, domain: str, ssh_port: int) -> dict[str, object]:
+        """The alias as ``tunnels --json`` and the dashboard list it, with the command that reaches it."""
         return {
             "alias": self.key,
             "host": self.host,
@@ -52,6 +53,7 @@ class Alias:
             "connections": self.connections,
             "bytes_in": self.bytes_in,
             "bytes_out": self.bytes_out,
+            "hint": jump_hint(self, domain=domain, ssh_port=ssh_port),
         }
 
 

@@ -31,7 +31,7 @@ from ..store import STORE_ERRORS, Store, User
 from ..storewriter import StoreWriter
 from ..tunnels import Registry, Tunnel, UserStreams
 from . import stream_server
-from .aliases import Alias, AliasTable, Splice, jump_hint
+from .aliases import Alias, AliasTable, Splice
 from .channels import channel_opener
 from .connections import SshConnections
 from .jump import open_jump
@@ -467,9 +467,8 @@ class RelaySSHServer(asyncssh.SSHServer):
             ],
             "aliases": [
                 {
-                    **a.as_json(),
+                    **a.as_json(domain=self.ctx.public.domain, ssh_port=self.ctx.ssh_port),
                     "this_connection": a in self.aliases,
-                    "hint": jump_hint(a, domain=self.ctx.public.domain, ssh_port=self.ctx.ssh_port),
                 }
                 for a in self.ctx.aliases.for_user(self.user.id)
             ],
