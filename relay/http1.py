@@ -10,7 +10,7 @@ Content-Length are all refused. RFC 9112 is the reference.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 from .errors import BadGateway, BadRequest, RelayError
@@ -27,6 +27,30 @@ _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _DIGITS = re.compile(r"[0-9]{1,18}")
 
 Headers = list[tuple[str, str]]
+
+
+class Fields(list[tuple[str, str]]):
+    """The header fields of a parsed head, in order, with their lowercased names and an index by
+    name, made once: routing, auth, rewriting and the log look fields up a dozen times per request.
+
+    A parsed head's fields are never changed (what is forwarded is a new list), so the index holds."""
+
+    __slots__ = ("first", "names", "repeated")
+
+    def __init__(self, pairs: list[tuple[str, str]]) -> None:
+        super().__init__(pairs)
+        #: the lowercased names, in order (what the rewrite rules compare)
+        self.names = names = [name.lower() for name, _ in pairs]
+        #: the value of each name, when no name is repeated (the usual head)
+        self.first = dict(zip(names, [value for _, value in pairs], strict=True))
+        self.repeated = len(self.first) != len(names)
+
+    def values(self, lname: str) -> list[str]:
+        """All values of the lowercased name ``lname``, in order."""
+        if self.repeated:
+            return [value for name, (_, value) in zip(self.names, self, strict=True) if name == lname]
+        value = self.first.get(lname)
+        return [value] if value is not None else []
 
 
 class Framing(Enum):
@@ -68,7 +92,16 @@ def _parse_fields(lines: list[str], error: type[RelayError], max_headers: int) -
 def get_all(headers: Headers, name: str) -> list[str]:
     """All values of ``name`` (case-insensitive), in order."""
     lname = name.lower()
+    if type(headers) is Fields:
+        return headers.values(lname)
     return [v for k, v in headers if k.lower() == lname]
+
+
+def lowered_names(headers: Headers) -> list[str]:
+    """The lowercased names of ``headers``, in order (a parsed head has them already)."""
+    if type(headers) is Fields:
+        return headers.names
+    return [name.lower() for name, _ in headers]
 
 
 def get_one(headers: Headers, name: str) -> str | None:
@@ -116,25 +149,18 @@ class RequestHead:
     raw_host: str  # as sent, for X-Forwarded-Host
     framing: Framing
     length: int
+    # Read several times per request (routing, auth, rewriting, the log) and fixed by the fields
+    # above (never changed after the parse): worked out once.
+    path: str = field(init=False)
+    query: str = field(init=False)
+    is_upgrade: bool = field(init=False)
+    keep_alive: bool = field(init=False)
 
-    @property
-    def path(self) -> str:
-        return self.target.partition("?")[0]
-
-    @property
-    def query(self) -> str:
-        return self.target.partition("?")[2]
-
-    @property
-    def is_upgrade(self) -> bool:
-        return "upgrade" in connection_tokens(self.headers) and bool(get_one(self.headers, "upgrade"))
-
-    @property
-    def keep_alive(self) -> bool:
+    def __post_init__(self) -> None:
+        self.path, _, self.query = self.target.partition("?")
         tokens = connection_tokens(self.headers)
-        if self.version >= (1, 1):
-            return "close" not in tokens
-        return "keep-alive" in tokens
+        self.is_upgrade = "upgrade" in tokens and bool(get_one(self.headers, "upgrade"))
+        self.keep_alive = "close" not in tokens if self.version >= (1, 1) else "keep-alive" in tokens
 
 
 def parse_request_head(head: bytes, *, max_headers: int = MAX_HEADERS) -> RequestHead:
@@ -147,7 +173,7 @@ def parse_request_head(head: bytes, *, max_headers: int = MAX_HEADERS) -> Reques
     if (int(major), int(minor)) not in ((1, 0), (1, 1)):
         raise RelayError("only HTTP/1.0 and HTTP/1.1 are supported", status=505)
     version = (int(major), int(minor))
-    headers = _parse_fields(lines[1:], BadRequest, max_headers)
+    headers = Fields(_parse_fields(lines[1:], BadRequest, max_headers))
     hosts = get_all(headers, "host")
     if len(hosts) != 1:
         raise BadRequest("a request needs exactly one Host header")
@@ -209,7 +235,7 @@ def parse_response_head(head: bytes, *, max_headers: int = MAX_HEADERS) -> Respo
         raise BadGateway("backend sent a malformed status line")
     minor, status, reason = match.groups()
     try:
-        headers = _parse_fields(lines[1:], BadGateway, max_headers)
+        headers = Fields(_parse_fields(lines[1:], BadGateway, max_headers))
     except BadGateway:
         raise
     except RelayError as exc:

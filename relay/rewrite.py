@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from http.cookies import SimpleCookie
 from urllib.parse import parse_qsl, unquote_plus
 
-from .http1 import Headers, connection_tokens
+from .http1 import Headers, connection_tokens, get_all, lowered_names
 from .protocol import DASHBOARD_HEADER_PREFIX, RELAY_COOKIE_NAMES, TOKEN_HEADER
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -55,9 +55,7 @@ def strip_relay_cookies(value: str) -> str:
 
 def cookie_value(headers: Headers, name: str) -> str | None:
     """The value of cookie ``name`` across all ``Cookie`` headers (first wins)."""
-    for key, value in headers:
-        if key.lower() != "cookie":
-            continue
+    for value in get_all(headers, "cookie"):
         for pair in value.split(";"):
             k, sep, v = pair.strip().partition("=")
             if sep and k == name:
@@ -105,9 +103,8 @@ def upstream_headers(headers: Headers, *, peer_ip: str, scheme: str, trusted: Se
     host = None
     tokens = connection_tokens(headers)
     hop = _connection_scoped(tokens)
-    upgrade = "upgrade" in tokens and any(k.lower() == "upgrade" for k, _ in headers)
-    for name, value in headers:
-        lname = name.lower()
+    upgrade = "upgrade" in tokens and bool(get_all(headers, "upgrade"))
+    for lname, (name, value) in zip(lowered_names(headers), headers, strict=True):
         if lname == TOKEN_HEADER or lname in _PROXY_ONLY or lname.startswith(DASHBOARD_HEADER_PREFIX):
             continue
         if lname in hop:
@@ -166,8 +163,7 @@ def downstream_headers(headers: Headers, relay_domain: str, *, upgrade: bool = F
     beyond the tunnel's host, and without cookies the backend may not set."""
     hop = _connection_scoped(connection_tokens(headers))
     out: Headers = []
-    for name, value in headers:
-        lname = name.lower()
+    for lname, (name, value) in zip(lowered_names(headers), headers, strict=True):
         if lname in hop or lname in _BEYOND_HOST:
             if upgrade and lname == "upgrade":
                 out.append((name, value))

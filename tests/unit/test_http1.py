@@ -6,12 +6,14 @@ import pytest
 
 from relay.errors import BadGateway, BadRequest, RelayError
 from relay.http1 import (
+    Fields,
     Framing,
     RequestHead,
     ResponseHead,
     connection_tokens,
     get_all,
     get_one,
+    lowered_names,
     parse_request_head,
     parse_response_head,
     response_framing,
@@ -520,3 +522,21 @@ def test_simple_response_empty_body() -> None:
 def test_request_head_is_a_plain_dataclass() -> None:
     head = RequestHead("GET", "/x?y", (1, 1), [("Host", "a")], "a", "a", Framing.NONE, 0)
     assert serialise_request(head, head.headers) == b"GET /x?y HTTP/1.1\r\nHost: a\r\n\r\n"
+
+
+def test_parsed_fields_are_indexed_by_name() -> None:
+    head = parse_request_head(b"GET /p?q=1 HTTP/1.1\r\nHost: a\r\nX-A:  1 \r\nx-a: 2\r\nCookie: c\r\n\r\n")
+    assert isinstance(head.headers, Fields) and head.headers.repeated
+    assert head.headers == [("Host", "a"), ("X-A", "1"), ("x-a", "2"), ("Cookie", "c")]
+    assert get_all(head.headers, "X-a") == ["1", "2"] and get_all(head.headers, "cookie") == ["c"]
+    assert get_all(head.headers, "origin") == []
+    assert (head.path, head.query, head.keep_alive, head.is_upgrade) == ("/p", "q=1", True, False)
+
+
+def test_field_lookups_agree_with_a_plain_list() -> None:
+    pairs = [("Host", "a"), ("Set-Cookie", "1"), ("set-cookie", "2"), ("Accept", "x")]
+    for fields in (Fields(pairs), Fields(pairs[:1] + pairs[3:])):
+        plain = list(fields)
+        for name in ("host", "SET-COOKIE", "accept", "missing"):
+            assert get_all(fields, name) == get_all(plain, name)
+        assert lowered_names(fields) == lowered_names(plain)
