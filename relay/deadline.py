@@ -81,3 +81,91 @@ class Deadline:
             if sys.version_info >= (3, 11) and self._task.uncancel() > self._cancelling:
                 return  # cancelled from outside as well: let that cancellation through
             raise TimeoutError(f"no progress for {self.seconds:g} s") from exc
+
+
+class Watchdog:
+    """The deadlines of one connection's task, one wait after another, on one lazily moved timer.
+
+    ``async with dog(seconds):`` acts like ``async with Deadline(seconds):``, but a connection that
+    serves thousands of requests arms no new timer per wait: its timer fires at most every ``floor``
+    seconds (the shortest wait it is given) while a wait is on, and re-arms itself until the wait's
+    due time. Any later wait is due no sooner than that, so starting one only stores a float. Waits
+    must not nest (each connection waits for one thing at a time)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any], floor: float) -> None:
+        self._loop = loop
+        self._task = task
+        self._floor = floor
+        self._handle: asyncio.TimerHandle | None = None
+        self._due = 0.0
+        self._active = False
+        self._cancelling = 0
+        self.seconds: float | None = None
+        self.expired = False
+
+    def __call__(self, seconds: float | None) -> Watchdog:
+        if self._active:
+            raise RuntimeError("a Watchdog's waits must not nest")
+        self.seconds = seconds
+        return self
+
+    async def __aenter__(self) -> Watchdog:
+        if self.seconds is None:
+            return self
+        now = self._loop.time()
+        self._due, self._active, self.expired = now + self.seconds, True, False
+        if sys.version_info >= (3, 11):
+            self._cancelling = self._task.cancelling()
+        if self._handle is None:
+            self._handle = self._loop.call_at(min(self._due, now + self._floor), self._check)
+        elif self.seconds < self._floor:  # shorter than promised: the armed timer may be too late
+            self._rearm(now)
+        return self
+
+    def extend(self, seconds: float | None = None) -> None:
+        """Progress: the wait is now due ``seconds`` (default: its own span) from now."""
+        span = self.seconds if seconds is None else seconds
+        if not self._active or span is None:
+            return
+        now = self._loop.time()
+        self._due = now + span
+        if span < self._floor:
+            self._rearm(now)
+
+    def _rearm(self, now: float) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        self._handle = self._loop.call_at(min(self._due, now + self._floor), self._check)
+
+    def _check(self) -> None:
+        self._handle = None
+        if not self._active:
+            return  # between waits: the next one arms the timer again
+        now = self._loop.time()
+        if now >= self._due:
+            self.expired = True
+            self._task.cancel()
+        else:
+            self._handle = self._loop.call_at(min(self._due, now + self._floor), self._check)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self.seconds is None:
+            return
+        self._active = False
+        if self.expired and exc_type is asyncio.CancelledError:
+            self.expired = False
+            if sys.version_info >= (3, 11) and self._task.uncancel() > self._cancelling:
+                return  # cancelled from outside as well: let that cancellation through
+            raise TimeoutError(f"no progress for {self.seconds:g} s") from exc
+
+    def close(self) -> None:
+        """The connection ended: no timer is left behind."""
+        self._active = False
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None

@@ -207,6 +207,18 @@ class Limits:
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise BadRequest(f"limit {f.name} must be a positive number (got {value!r})")
 
+    @property
+    def shortest_wait(self) -> float:
+        """The shortest of the waits a visitor connection times (how often its watchdog
+        looks, at most, while it waits)."""
+        return min(
+            self.http_head_timeout,
+            self.http_keepalive_timeout,
+            self.http_body_idle_timeout,
+            self.upstream_response_timeout,
+            self.stream_idle_timeout,
+        )
+
     def with_overrides(self, assignments: list[str]) -> Limits:
         """``["NAME=VALUE", ...]`` applied on top of these limits; unknown names and bad values raise."""
         return replace(self, **parse_overrides(assignments))

@@ -16,7 +16,7 @@ from typing import Any
 
 from .. import inspector
 from ..admission import Gate
-from ..deadline import Deadline
+from ..deadline import Deadline, Watchdog
 from ..errors import BadRequest, RelayError
 from ..http1 import Framing, RequestHead, parse_request_head
 from ..inspector import Inspector
@@ -110,12 +110,16 @@ class Visitor:
         self._idle: tuple[Tunnel, Stream] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None  # set when serving starts
         self.task: asyncio.Task[Any] | None = None  # the task serving this connection
+        self._watchdog: Watchdog | None = None  # its waits' one timer, while serving
         self.forwarded: Forward | None = None  # the current request's, once it is forwarded
         #: Carries an SSH connection (/_relay/ssh): shutdown leaves it to the SSH side to close.
         self.bridged = False
 
-    def deadline(self, seconds: float | None) -> Deadline:
-        """A deadline for a wait of this connection's own task (no loop or task lookups)."""
+    def deadline(self, seconds: float | None) -> Deadline | Watchdog:
+        """A deadline for a wait of this connection's own task: the connection's watchdog while it is
+        served (no timer armed per wait), else a Deadline of its own."""
+        if self._watchdog is not None:
+            return self._watchdog(seconds)
         return Deadline(seconds, loop=self.loop, task=self.task)
 
     # -- the kept channel ----------------------------------------------------------------------
@@ -163,7 +167,9 @@ class Visitor:
 
     async def serve(self) -> None:
         self.loop = asyncio.get_running_loop()
-        self.task = asyncio.current_task(self.loop)
+        self.task = task = asyncio.current_task(self.loop)
+        assert task is not None
+        dog = self._watchdog = Watchdog(self.loop, task, self.front.limits.shortest_wait)
         try:
             first = True
             while not self.draining:
@@ -183,6 +189,8 @@ class Visitor:
         except Exception:
             log.exception("visitor connection from %s failed", self.peer_ip)
         finally:
+            dog.close()
+            self._watchdog = None
             self.drop_idle()
             self.writer.close()
 
