@@ -223,6 +223,7 @@ def serve(
     """Run the relay: SSH for tunnel clients, HTTP for visitors. Stops cleanly on SIGTERM/Ctrl-C."""
     handler = BatchedStreamHandler(sys.stderr)
     handler.setFormatter(LineFormatter())
+    handler.install_direct()
     logging.basicConfig(level=log_level.upper(), handlers=[handler])
     logging.getLogger("asyncssh").setLevel(logging.WARNING)
     # The relay logs one line per request: skip the thread/process lookups every record would make

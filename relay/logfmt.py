@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import re
 
+from .logwriter import direct_sink
+
 #: Longest value written for one field, characters (after escaping it may be up to 4x longer).
 MAX_FIELD = 200
 
@@ -43,6 +45,11 @@ def line(event: str, **fields: object) -> str:
 
 
 def emit(logger: logging.Logger, level: int, event: str, **fields: object) -> None:
-    """Log one event line (formatted only if ``level`` is enabled)."""
+    """Log one event line (formatted only if ``level`` is enabled; straight to the relay's log
+    handler when nothing else would see it, see :mod:`relay.logwriter`)."""
     if logger.isEnabledFor(level):
-        logger.log(level, "%s", line(event, **fields))
+        sink = direct_sink(logger)
+        if sink is not None:
+            sink.write_line(logger.name, level, line(event, **fields))
+        else:
+            logger.log(level, "%s", line(event, **fields))

@@ -6,7 +6,9 @@ import asyncio
 import io
 import logging
 
-from relay.logwriter import BATCHED, BatchedStreamHandler, LineFormatter
+from relay import logwriter
+from relay.logfmt import emit
+from relay.logwriter import BATCHED, BatchedStreamHandler, LineFormatter, direct_sink
 
 
 class CountingStream(io.StringIO):
@@ -55,3 +57,36 @@ def test_the_time_stamp_matches_the_standard_format() -> None:
     record = _record(BATCHED, "x")
     standard = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     assert LineFormatter().format(record) == standard.format(record)
+
+
+def test_a_direct_line_is_the_line_a_record_gives() -> None:
+    handler = BatchedStreamHandler(io.StringIO())
+    handler.setFormatter(LineFormatter())
+    record = _record(BATCHED, "event=http.request status=200", logging.WARNING)
+    line = handler.formatter.line(BATCHED, logging.WARNING, record.getMessage(), record.created)  # type: ignore[union-attr]
+    assert line == LineFormatter().format(record)
+
+
+def test_lines_go_direct_only_where_the_handler_alone_would_see_them() -> None:
+    stream = CountingStream()
+    handler = BatchedStreamHandler(stream)
+    handler.setFormatter(LineFormatter())
+    root, access = logging.getLogger(), logging.getLogger(BATCHED)
+    saved = root.handlers[:]
+    try:
+        root.handlers = [handler]
+        assert direct_sink(access) is None  # not installed
+        handler.install_direct()
+        assert direct_sink(access) is handler
+        emit(access, logging.WARNING, "http.request", status=502)
+        assert stream.getvalue().endswith(" WARNING relay.access: event=http.request status=502\n")
+        other = logging.NullHandler()
+        root.addHandler(other)  # a second handler (pytest's caplog): the record path again
+        assert direct_sink(access) is None
+        root.removeHandler(other)
+        access.addFilter(lambda record: False)  # a filter must see the record
+        assert direct_sink(access) is None
+    finally:
+        access.filters.clear()
+        root.handlers = saved
+        logwriter._direct = None
