@@ -14,6 +14,8 @@ from pathlib import Path
 
 import asyncssh
 
+from ssh_tuning import tune_connection
+
 from . import wss
 from .config import ClientError, HostKeyPins
 
@@ -167,6 +169,7 @@ class TunnelClient:
             raise Fatal(client.mismatch or "the relay's host key could not be verified") from None
         except asyncssh.PermissionDenied:
             raise Fatal(f"the relay refused user {spec.user!r}: check the token or key") from None
+        tune_connection(conn)  # the relay's own per-packet savings, on this side of the link too
         return conn
 
     async def _transport(self) -> tuple[socket.socket | None, wss.WebSocketTunnel | None]:

@@ -46,13 +46,21 @@ class Wheel:
     version: str
 
 
-def client_dir() -> Path:
-    """Where the ``client`` package's files are, without importing it."""
-    spec = importlib.util.find_spec("client")
+#: The package the client shares with the relay (asyncssh's tuning), shipped in the same wheel.
+SHARED_PACKAGE = "ssh_tuning"
+
+
+def package_dir(name: str) -> Path:
+    """Where package ``name``'s files are, without importing it."""
+    spec = importlib.util.find_spec(name)
     locations = list(spec.submodule_search_locations or []) if spec is not None else []
     if not locations:
-        raise WheelUnavailable("the client package is not installed beside the relay")
+        raise WheelUnavailable(f"the {name} package is not installed beside the relay")
     return Path(locations[0])
+
+
+def client_dir() -> Path:
+    return package_dir("client")
 
 
 def client_version(source: Path) -> str:
@@ -109,18 +117,21 @@ def _record_line(path: str, data: bytes) -> str:
     return f"{path},sha256={digest},{len(data)}"
 
 
-def _sources(source: Path) -> list[tuple[str, bytes]]:
+def _sources(source: Path, package: str) -> list[tuple[str, bytes]]:
     """The package's Python files, sorted (no caches, nothing else)."""
     files = sorted(p for p in source.rglob("*.py") if "__pycache__" not in p.parts)
-    return [(f"client/{p.relative_to(source).as_posix()}", p.read_bytes()) for p in files]
+    return [(f"{package}/{p.relative_to(source).as_posix()}", p.read_bytes()) for p in files]
 
 
-def build(source: Path, version: str, requires: list[str]) -> Wheel:
-    """A ``py3-none-any`` wheel of the client package at ``source`` (pure, deterministic)."""
+def build(source: Path, version: str, requires: list[str], *, shared: Path | None = None) -> Wheel:
+    """A ``py3-none-any`` wheel of the client package at ``source`` (pure, deterministic), with the
+    shared package at ``shared`` beside it."""
     dist_info = f"{DIST_NAME.replace('-', '_')}-{version}.dist-info"
-    members = _sources(source)
+    members = _sources(source, "client")
     if not members:
         raise WheelUnavailable(f"no Python files in {source.name}")
+    if shared is not None:
+        members += _sources(shared, SHARED_PACKAGE)
     members += [
         (f"{dist_info}/METADATA", _metadata(version, requires).encode()),
         (
@@ -149,4 +160,5 @@ def locate() -> Wheel:
     version = client_version(source)
     if version != __version__:
         raise WheelUnavailable(f"the client beside this relay is version {version}, the relay {__version__}")
-    return build(source, version, requirements(_declared_requirements()))
+    shared = package_dir(SHARED_PACKAGE)
+    return build(source, version, requirements(_declared_requirements()), shared=shared)

@@ -16,9 +16,10 @@ import asyncio
 
 import asyncssh
 
+from ssh_tuning import tune_channel
+
 from ..errors import BadGateway
 from ..tunnels import Stream, StreamOpener, TunnelLost
-from .tuning import tune_channel
 
 #: Buffered bytes at which the channel stops taking data (the SSH window then holds the client back),
 #: and the level below which it takes data again.

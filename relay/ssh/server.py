@@ -14,6 +14,8 @@ from typing import Any
 
 import asyncssh
 
+from ssh_tuning import tune_connection
+
 from ..admission import Gate
 from ..audit import AuditLog
 from ..auth import FailureLimiter
@@ -38,7 +40,6 @@ from .jump import open_jump
 from .notices import EXCERPT_CHARS, LogBudget, Notices, excerpt
 from .session import RelaySession
 from .stream_server import StreamListener
-from .tuning import tune_connection
 
 log = logging.getLogger(__name__)
 

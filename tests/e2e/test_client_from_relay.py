@@ -122,7 +122,7 @@ def test_an_installed_relay_serves_the_same_client(workdir: Path) -> None:
             capture_output=True, text=True, check=True,
         ).stdout.strip()
     )  # fmt: skip
-    for package in ("relay", "client"):
+    for package in ("relay", "client", "ssh_tuning"):
         shutil.copytree(root / package, purelib / package, ignore=shutil.ignore_patterns("__pycache__"))
     probe = (
         "import relay, relay.client_wheel as c; w = c.locate(); "

@@ -65,6 +65,13 @@ def test_the_same_files_give_the_same_bytes(tmp_path: Path) -> None:
     assert client_wheel.build(src, "9.9", ["typer"]).sha256 != one.sha256
 
 
+def test_the_served_wheel_carries_the_shared_ssh_tuning() -> None:
+    wheel = client_wheel.locate()
+    names = zipfile.ZipFile(io.BytesIO(wheel.data)).namelist()
+    assert "client/connect.py" in names and "ssh_tuning/__init__.py" in names
+    assert not any(name.startswith("relay/") for name in names)
+
+
 def test_the_running_version_is_served_and_a_mismatch_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,4 +1,4 @@
-"""relay/ssh/tuning.py against the installed asyncssh, over a real loopback SSH connection.
+"""ssh_tuning/ against the installed asyncssh, over a real loopback SSH connection.
 
 These tests fail loudly when asyncssh changes under the tuning: a new release outside the tested range,
 an internal it relies on renamed, or a tuned connection that stops talking SSH correctly (wrong GCM
@@ -16,8 +16,8 @@ import pytest
 from asyncssh.connection import SSHConnection
 from asyncssh.constants import MSG_IGNORE
 
+import ssh_tuning
 from relay.protocol import SSH_ENCRYPTION_ALGS
-from relay.ssh import tuning as ssh_tuning
 
 
 @pytest.fixture(autouse=True)
@@ -100,7 +100,7 @@ async def _pair(**client_options: Any) -> AsyncIterator[tuple[asyncssh.SSHClient
 def test_asyncssh_is_a_tested_release() -> None:
     major_minor = ".".join(asyncssh.__version__.split(".")[:2])
     assert major_minor in ssh_tuning.TESTED_VERSIONS, (
-        f"asyncssh {asyncssh.__version__} is not one relay/ssh/tuning.py was tested with: read its "
+        f"asyncssh {asyncssh.__version__} is not one ssh_tuning/ was tested with: read its "
         "internals again, then extend TESTED_VERSIONS and the pin in pyproject.toml"
     )
 

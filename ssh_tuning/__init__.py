@@ -1,11 +1,14 @@
-"""asyncssh's per-packet overheads, removed on the relay's own SSH connections (DESIGN §5).
+"""asyncssh's per-packet overheads, removed on the relay's own SSH connections and on relay-client's
+(DESIGN §5). One module for both sides, its own top-level package: relay/ and client/ never import
+each other, and the relay serves this package inside relay-client's wheel.
 
 Moving a small request through asyncssh costs several times what OpenSSH spends, and none of it is
 the crypto. Per data packet asyncssh (2.21–2.24):
 
 1. sends an ``SSH_MSG_IGNORE`` packet first — a countermeasure against the CBC-mode IV attack that
    AEAD ciphers do not need (OpenSSH sends none); it doubles packets, ``send()`` calls and the peer's
-   work. The relay offers only AES-GCM (``protocol.SSH_ENCRYPTION_ALGS``), so it is dropped there;
+   work. It is dropped whenever the negotiated cipher is an AEAD one (the relay and relay-client
+   offer only AES-GCM);
 2. builds a new ``AESGCM`` object for each packet, in both directions: one object per key is kept
    once the key has handled ``KEEP_AFTER`` packets (so idle tunnels keep their memory);
 3. formats a packet-log message (names, plurals, f-strings) before checking that nobody logs it;
@@ -259,8 +262,8 @@ def _packet_log_wanted() -> bool:
     return logging.getLogger("asyncssh").isEnabledFor(logging.DEBUG)
 
 
-def tune_connection(conn: asyncssh.SSHServerConnection) -> bool:
-    """Apply the tuning to one of the relay's connections; False (and one warning) if it cannot."""
+def tune_connection(conn: asyncssh.SSHServerConnection | asyncssh.SSHClientConnection) -> bool:
+    """Apply the tuning to one connection; False (and one warning) if it cannot."""
     global _warned
     if not enabled():
         return False
