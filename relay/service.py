@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
@@ -29,6 +30,7 @@ from .inspector import Inspector
 from .logfmt import emit
 from .metrics import HostTotals, Meter, RelayCollector, metrics_app
 from .proxy import Proxy
+from .proxy.visitor_stream import VisitorStream
 from .ssh import SshConnections, SshContext, start_ssh_server, start_stream_server
 from .ssh.aliases import Alias, AliasTable, recheck_jumps
 from .ssh.stream_server import StreamListener
@@ -155,22 +157,20 @@ class RelayService:
         have, want = raise_fd_limit(lim.http_max_connections + lim.ssh_max_unauthenticated + 1024)
         if have < want:
             emit(log, logging.WARNING, "limits.fd", open_files=have, wanted=want)
-        http = await asyncio.start_server(
-            self._serve_http, cfg.bind, cfg.http_port, limit=lim.http_max_head_bytes, reuse_address=True
-        )
+        loop = asyncio.get_running_loop()
+        http = await loop.create_server(self._visitors("http"), cfg.bind, cfg.http_port, reuse_address=True)
         self._servers.append(http)
         self.http_port = http.sockets[0].getsockname()[1]
         if cfg.https_port is not None:
             assert cfg.tls_cert is not None and cfg.tls_key is not None
             certs = CertificateSet(cfg.tls_cert, cfg.tls_key, cfg.tls_dir)
-            https = await asyncio.start_server(
-                self._serve_https,
+            https = await loop.create_server(
+                self._visitors("https"),
                 cfg.bind,
                 cfg.https_port,
                 ssl=certs.default,
                 # A TLS handshake that drags on is a slowloris before the head: same deadline.
                 ssl_handshake_timeout=lim.http_head_timeout,
-                limit=lim.http_max_head_bytes,
                 reuse_address=True,
             )
             self._servers.append(https)
@@ -288,17 +288,18 @@ class RelayService:
     def _write_audit(self, events: list[Event]) -> None:
         self._writer().submit(partial(write_batch, events=events), "audit")
 
-    async def _serve_http(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await self._serve(reader, writer, "http")
+    def _visitors(self, scheme: str) -> Callable[[], VisitorStream]:
+        """A listener's protocol factory: each visitor connection is served by a task of its own,
+        kept referenced on its stream."""
+        limit = self.config.limits.http_max_head_bytes
 
-    async def _serve_https(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await self._serve(reader, writer, "https")
+        def accepted(stream: VisitorStream) -> None:
+            if self.proxy is None:  # faster than start-up (the listener opens first): retry soon
+                stream.close()
+                return
+            stream.task = asyncio.get_running_loop().create_task(self.proxy.serve(stream, scheme))
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, scheme: str) -> None:
-        if self.proxy is None:  # a visitor faster than start-up (the listener opens first): retry soon
-            writer.close()
-            return
-        await self.proxy.serve(reader, writer, scheme)
+        return lambda: VisitorStream(accepted, limit=limit)
 
     async def _write_stats(self) -> None:
         while True:

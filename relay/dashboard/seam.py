@@ -11,12 +11,13 @@ from pathlib import Path
 
 from aiohttp import web
 
+from ..socketstream import SocketStream
 from ..tunnels import Stream, Tunnel
 
 SOCKET_NAME = "dashboard.sock"
 
 
-class _Reader(asyncio.StreamReader):
+class _Socket(SocketStream):
     def buffered(self) -> int:
         """Never "nothing buffered": a dashboard connection is not kept for another request."""
         return 1
@@ -24,12 +25,8 @@ class _Reader(asyncio.StreamReader):
 
 async def _open(path: Path) -> Stream:
     loop = asyncio.get_running_loop()
-    reader = _Reader(limit=2**16, loop=loop)
-    transport, protocol = await loop.create_unix_connection(
-        lambda: asyncio.StreamReaderProtocol(reader, loop=loop), str(path)
-    )
-    writer = asyncio.StreamWriter(transport, protocol, reader, loop)
-    return Stream(reader, writer)
+    _, stream = await loop.create_unix_connection(lambda: _Socket(limit=2**16), str(path))
+    return Stream(stream, stream)
 
 
 async def serve(app: web.Application, data_dir: Path) -> tuple[web.AppRunner, Tunnel, Path]:

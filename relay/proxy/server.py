@@ -32,6 +32,7 @@ from .route import Router
 from .ssh_bridge import OpenSsh, SshBridge
 from .upgrades import OpenUpgrades
 from .visitor import Front, Visitor
+from .visitor_stream import VisitorStream
 
 log = logging.getLogger(__name__)
 
@@ -128,16 +129,14 @@ class Proxy:
         """Runs for the relay's life: closes WebSockets whose access ended (revoked, expired)."""
         await self.upgrades.run(self.limits.share_recheck_interval)
 
-    async def serve(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, scheme: str = "http"
-    ) -> None:
-        peer = writer.get_extra_info("peername")
+    async def serve(self, stream: VisitorStream, scheme: str = "http") -> None:
+        peer = stream.get_extra_info("peername")
         peer_ip = peer[0] if peer else "unknown"
         refusal = self.gate.enter(peer_ip, exempt_per_address=is_trusted(peer_ip, self.trust_proxy))
         if refusal is not None:
-            await self._refuse_connection(writer, peer_ip, refusal)
+            await self._refuse_connection(stream, peer_ip, refusal)
             return
-        visitor = Visitor(self.front, reader, writer, peer_ip, scheme)
+        visitor = Visitor(self.front, stream, peer_ip, scheme)
         visitor.draining = self.draining
         self._visitors.add(visitor)
         try:
@@ -146,7 +145,7 @@ class Proxy:
             self._visitors.discard(visitor)
             self.gate.leave(peer_ip)
 
-    async def _refuse_connection(self, writer: asyncio.StreamWriter, peer_ip: str, refusal: Refusal) -> None:
+    async def _refuse_connection(self, writer: VisitorStream, peer_ip: str, refusal: Refusal) -> None:
         """Past a connection cap: a fast answer without reading the request, then close."""
         if refusal in (Refusal.TOTAL, Refusal.EARLY_DROP):
             reply = Reply.error(503, "the relay is at its connection limit; retry shortly", html=False)

@@ -33,6 +33,7 @@ from .portal import Portal
 from .reply import Reply
 from .route import Answer, Forward, Router, SshWebSocket
 from .ssh_bridge import SshBridge
+from .visitor_stream import BareLF, HeadTooLarge, VisitorStream
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("relay.access")
@@ -62,12 +63,6 @@ async def _no_writes(writes: list[Callable[[Store], object]]) -> None:
         raise RuntimeError("this front has no store writer")
 
 
-class _BareLF(Exception):
-    def __init__(self, line: bytes) -> None:
-        super().__init__("bare LF")
-        self.line = line
-
-
 @dataclass(frozen=True)
 class Front:
     """What every visitor connection shares: injected once by the proxy server."""
@@ -94,14 +89,13 @@ class Visitor:
     def __init__(
         self,
         front: Front,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
+        stream: VisitorStream,
         peer_ip: str,
         scheme: str,
     ) -> None:
         self.front = front
-        self.reader = reader
-        self.writer = writer
+        #: The connection: the request loop reads it as ``reader`` and answers through ``writer``.
+        self.reader = self.writer = self.stream = stream
         self.peer_ip = peer_ip
         self.scheme = scheme
         self.busy = False  # a request is in flight (shutdown waits for it)
@@ -201,16 +195,16 @@ class Visitor:
             # requests the wait for the next one's first byte is http_keepalive_timeout, then the
             # rest of that head must follow within http_head_timeout (no slow drip of a head).
             async with self.deadline(lim.http_head_timeout if first else lim.http_keepalive_timeout) as due:
-                lead = b""
                 if not first:
-                    lead = await self.reader.readexactly(1)
+                    if not await self.stream.wait_for_data():
+                        return None
                     due.extend(lim.http_head_timeout)
-                raw = await self._head_bytes(lead)
+                raw = await self.stream.read_head()
         except (asyncio.IncompleteReadError, TimeoutError, asyncio.TimeoutError, ConnectionError):
             return None
-        except asyncio.LimitOverrunError:
+        except HeadTooLarge:
             raw = b""
-        except _BareLF as exc:
+        except BareLF as exc:
             await self._refuse_head(exc.line, BadRequest("bare LF line end in request head"))
             return None
         if not raw or len(raw) > lim.http_max_head_bytes:
@@ -243,25 +237,6 @@ class Visitor:
         if self.front.meter is not None:
             self.front.meter.request(reply.status, 0.0)
             self.front.meter.refused("bad_request")
-
-    async def _head_bytes(self, lead: bytes) -> bytes:
-        """A request head through its CRLFCRLF; :class:`_BareLF` as soon as its line ends are bare LF.
-
-        One readuntil for the whole head would wait for a CRLFCRLF that a bare-LF head never sends
-        (until http_head_timeout). So the request line is read on its own and checked; then two
-        bytes tell an empty header section from a field; then the rest up to LF CRLF (the end of
-        the last field line and the empty line). Three calls, not one per line: this is per request.
-        """
-        reader = self.reader
-        line = lead + await reader.readuntil(b"\n")
-        if not line.endswith(b"\r\n"):
-            raise _BareLF(line)
-        two = await reader.readexactly(2)
-        if two == b"\r\n":
-            return line + two
-        if b"\n" in two:
-            raise _BareLF(line)
-        return line + two + await reader.readuntil(b"\n\r\n")
 
     async def _one_request(self, head: RequestHead) -> bool:
         """Serve one request; the edge where every outcome is answered and logged once."""

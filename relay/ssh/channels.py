@@ -3,8 +3,9 @@
 
 :class:`ChannelStream` is an asyncssh session (its documented callback interface) that is also the
 seam's reader and writer: received data lands in one buffer from asyncssh's ``data_received``
-callback, and a read only waits — one future — when what it needs is not there yet. That is lighter
-than asyncssh's own stream layer, which the hot path paid for on every read. It raises the seam's
+callback (:class:`~relay.readbuffer.ReadBuffer`), and a read only waits — one future — when what it
+needs is not there yet. That is lighter than asyncssh's own stream layer, which the hot path paid for
+on every read. It raises the seam's
 errors — :class:`~relay.errors.BadGateway` when the client refuses or is gone,
 :class:`~relay.tunnels.TunnelLost` when the link drops under an open channel — never asyncssh's, so
 the HTTP side needs no catch-all.
@@ -13,12 +14,14 @@ the HTTP side needs no catch-all.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import asyncssh
 
 from ssh_tuning import tune_channel
 
 from ..errors import BadGateway
+from ..readbuffer import ReadBuffer
 from ..tunnels import Stream, StreamOpener, TunnelLost
 
 #: Buffered bytes at which the channel stops taking data (the SSH window then holds the client back),
@@ -29,18 +32,16 @@ RESUME_AT = 64 * 1024
 SEARCH_LIMIT = PAUSE_AT
 
 
-class ChannelStream(asyncssh.SSHTCPSession[bytes]):
+class ChannelStream(ReadBuffer, asyncssh.SSHTCPSession[bytes]):
     def __init__(self) -> None:
+        super().__init__(pause_at=PAUSE_AT, resume_at=RESUME_AT, search_limit=SEARCH_LIMIT)
         self._chan: asyncssh.SSHTCPChannel[bytes] | None = None
-        self._buf = bytearray()
-        self._eof = False
-        self._lost: TunnelLost | None = None
-        self._waiter: asyncio.Future[None] | None = None
-        self._paused_reading = False
         self._write_paused = False
         self._drain: asyncio.Future[None] | None = None
-        # Sessions are made inside the running loop; kept, since each lookup costs a getpid() on 3.11.
-        self._loop = asyncio.get_running_loop()
+        self._lost: BaseException | None = None  # the link dropped under the channel
+        #: Called when the channel can take data again (a splice resumes its source then).
+        self.on_resume_writing: Callable[[], None] | None = None
+        self.on_pause_writing: Callable[[], None] | None = None
 
     # -- asyncssh's session callbacks ------------------------------------------------------------
 
@@ -48,98 +49,37 @@ class ChannelStream(asyncssh.SSHTCPSession[bytes]):
         self._chan = chan
 
     def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
-        self._buf += data
-        if len(self._buf) >= PAUSE_AT and self._chan is not None and not self._paused_reading:
-            self._paused_reading = True
-            self._chan.pause_reading()
-        self._wake()
+        self.feed_data(data)
 
     def eof_received(self) -> bool:
-        self._eof = True
-        self._wake()
+        self.feed_eof()
         return True  # half-close: the request side may still be written
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._eof = True
-        if exc is not None:
-            self._lost = TunnelLost(str(exc))
-        self._wake()
+        self.feed_error(TunnelLost(str(exc)) if exc is not None else None)
+        self._lost = self._error
         if self._drain is not None and not self._drain.done():
             self._drain.set_result(None)
 
     def pause_writing(self) -> None:
         self._write_paused = True
+        if self.on_pause_writing is not None:
+            self.on_pause_writing()
 
     def resume_writing(self) -> None:
         self._write_paused = False
         if self._drain is not None and not self._drain.done():
             self._drain.set_result(None)
+        if self.on_resume_writing is not None:
+            self.on_resume_writing()
 
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+    def _pause_producer(self) -> None:
+        if self._chan is not None:
+            self._chan.pause_reading()
 
-    # -- the seam's reader -----------------------------------------------------------------------
-
-    async def _more(self) -> None:
-        """Wait for data, EOF or loss; raises the loss."""
-        if self._lost is not None:
-            raise self._lost
-        if self._eof:
-            return
-        self._waiter = self._loop.create_future()
-        try:
-            await self._waiter
-        finally:
-            self._waiter = None
-        if self._lost is not None:
-            raise self._lost
-
-    def _take(self, n: int) -> bytes:
-        data = bytes(self._buf[:n])
-        del self._buf[:n]
-        if self._paused_reading and len(self._buf) < RESUME_AT and self._chan is not None:
-            self._paused_reading = False
+    def _resume_producer(self) -> None:
+        if self._chan is not None:
             self._chan.resume_reading()
-        return data
-
-    async def read(self, n: int = -1) -> bytes:
-        while not self._buf:
-            if self._eof:
-                if self._lost is not None:
-                    raise self._lost
-                return b""
-            await self._more()
-        return self._take(len(self._buf) if n < 0 else n)
-
-    async def readexactly(self, n: int) -> bytes:
-        while len(self._buf) < n:
-            if self._eof:
-                if self._lost is not None:
-                    raise self._lost
-                raise asyncio.IncompleteReadError(self._take(len(self._buf)), n)
-            await self._more()
-        return self._take(n)
-
-    async def readuntil(self, separator: bytes) -> bytes:
-        start = 0
-        while True:
-            found = self._buf.find(separator, start)
-            if found >= 0:
-                return self._take(found + len(separator))
-            if len(self._buf) >= SEARCH_LIMIT or self._eof:
-                if self._lost is not None:
-                    raise self._lost
-                raise asyncio.IncompleteReadError(self._take(len(self._buf)), None)
-            start = max(0, len(self._buf) - len(separator) + 1)
-            await self._more()
-
-    def at_eof(self) -> bool:
-        return self._eof and not self._buf
-
-    def buffered(self) -> int:
-        """Bytes received and not read yet: on a channel whose response just ended, any is too many."""
-        return len(self._buf)
 
     # -- the seam's writer -----------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from relay.http1 import parse_request_head
 from relay.limits import Limits
 from relay.proxy.forward import SMALL_BODY, Abort, Forwarder, UpstreamFailed
 from relay.proxy.visitor import Visitor
+from relay.proxy.visitor_stream import VisitorStream
 from relay.ssh.channels import ChannelStream
 from relay.tunnels import Stream, Tunnel, TunnelLost
 
@@ -61,6 +62,48 @@ class Sink:
 
     def is_closing(self) -> bool:
         return self.closed
+
+
+class VisitorSocket(asyncio.Transport):
+    """The visitor's end: what the relay sends it is kept, as a socket would deliver it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.data = bytearray()
+        self.closed = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.data += data
+
+    def close(self) -> None:
+        self.closed = True
+
+    abort = close
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self.closed = True
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+def visitor_stream(upload: bytes = b"") -> tuple[VisitorStream, VisitorSocket]:
+    stream, socket = VisitorStream(lambda _: None, limit=64 * 1024), VisitorSocket()
+    stream.connection_made(socket)
+    stream.feed_data(upload)
+    return stream, socket
 
 
 class LostReader:
@@ -119,12 +162,9 @@ def _tunnel(backend: Backend) -> Tunnel:
     return Tunnel("lab.localhost", 1, "alice", "127.0.0.1:1", backend.open)
 
 
-def _visitor(upload: bytes = b"") -> tuple[Visitor, Sink]:
-    reader = asyncio.StreamReader()
-    reader.feed_data(upload)
-    sink = Sink()
-    visitor = Visitor(cast(Any, None), reader, cast(Any, sink), "127.0.0.1", "http")
-    return visitor, sink
+def _visitor(upload: bytes = b"") -> tuple[Visitor, VisitorSocket]:
+    stream, socket = visitor_stream(upload)
+    return Visitor(cast(Any, None), stream, "127.0.0.1", "http"), socket
 
 
 def _request(extra: str = "") -> Any:
@@ -246,12 +286,10 @@ async def test_a_bug_answers_502_logs_one_traceback_and_closes_only_that_connect
     from relay.proxy.visitor import Front
 
     front = Front(FAST, cast(Any, _BuggyRouter()), cast(Any, None), FORWARDER, ())
-    reader = asyncio.StreamReader()
-    reader.feed_data(
+    stream, sink = visitor_stream(
         b"GET /x HTTP/1.1\r\nHost: lab.localhost\r\n\r\nGET /y HTTP/1.1\r\nHost: lab.localhost\r\n\r\n"
     )
-    sink = Sink()
-    visitor = Visitor(front, reader, cast(Any, sink), "127.0.0.1", "http")
+    visitor = Visitor(front, stream, "127.0.0.1", "http")
     with caplog.at_level("ERROR"):
         await visitor.serve()
     assert bytes(sink.data).startswith(b"HTTP/1.1 502 ")

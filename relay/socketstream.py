@@ -1,0 +1,100 @@
+"""A socket connection as one object: the protocol asyncio calls back, the reader the relay reads (a
+:class:`~relay.readbuffer.ReadBuffer`), and the writer it sends through — in place of asyncio's
+stream reader, protocol and writer, three layers each read and write crossed. The visitor's
+connection (:mod:`relay.proxy.visitor_stream`) and the dashboard's socket are one each; a
+WebSocket splice (:mod:`relay.proxy.splice`) gets the pause and resume of its writing here."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, cast
+
+from .readbuffer import ReadBuffer
+
+
+class SocketStream(ReadBuffer, asyncio.Protocol):
+    def __init__(self, *, limit: int) -> None:
+        # As asyncio's StreamReader with the same limit: reading pauses at twice it.
+        super().__init__(pause_at=2 * limit, resume_at=limit, search_limit=limit)
+        self.limit = limit
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]  # set at connection_made
+        self._write_paused = False
+        self._drain: asyncio.Future[None] | None = None
+        self._closed = False
+        #: Called when the socket is full / can take data again (a splice's flow control).
+        self.on_pause_writing: Callable[[], None] | None = None
+        self.on_resume_writing: Callable[[], None] | None = None
+
+    # -- asyncio's protocol callbacks ---------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not asyncio.Transport subclasses
+
+    def data_received(self, data: bytes) -> None:
+        self.feed_data(data)
+
+    def eof_received(self) -> bool:
+        self.feed_eof()
+        # Keep the write side open (a half-close may still get its answer), except over TLS,
+        # which cannot half-close: as asyncio's StreamReaderProtocol does.
+        return self.transport.get_extra_info("sslcontext") is None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self.feed_error(exc)
+        self._wake_drain()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        if self.on_pause_writing is not None:
+            self.on_pause_writing()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._wake_drain()
+        if self.on_resume_writing is not None:
+            self.on_resume_writing()
+
+    def _wake_drain(self) -> None:
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+
+    def _pause_producer(self) -> None:
+        if not self._closed:
+            self.transport.pause_reading()
+
+    def _resume_producer(self) -> None:
+        if not self._closed:
+            self.transport.resume_reading()
+
+    # -- the writer ---------------------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    async def drain(self) -> None:
+        """Wait while the socket's buffer is over its high-water mark; a lost connection raises."""
+        while self._write_paused and not self._closed:
+            self._drain = self._loop.create_future()
+            try:
+                await self._drain
+            finally:
+                self._drain = None
+        if self._closed:
+            raise ConnectionResetError("the connection is closed")
+
+    def write_eof(self) -> None:
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        else:
+            self.transport.close()
+
+    def close(self) -> None:
+        self.transport.close()
+
+    def is_closing(self) -> bool:
+        return self.transport.is_closing()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self.transport.get_extra_info(name, default)
