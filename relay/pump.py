@@ -1,13 +1,13 @@
-"""Moving body bytes: exact lengths, chunked coding (forwarded as-is, tracked to find its end), until
-EOF, and the two-way pipe after a WebSocket ``101``. Every write is followed by ``drain()``, so a slow
-reader on either side holds the other back (backpressure) instead of filling memory: what one stream
-holds is bounded by the SSH window and the socket buffers. A stream that makes no progress for its
-``idle`` (or ``stall``) seconds ends with :class:`TimeoutError` instead of holding them forever."""
+"""Moving body bytes: exact lengths, chunked coding (forwarded as-is, tracked to find its end), and
+until EOF (after a WebSocket's ``101`` the two sides are spliced instead: :mod:`relay.proxy.splice`).
+Every write is followed by ``drain()``, so a slow reader on either side holds the other back
+(backpressure) instead of filling memory: what one stream holds is bounded by the SSH window and the
+socket buffers. A stream that makes no progress for its ``idle`` seconds ends with
+:class:`TimeoutError` instead of holding them forever."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 
 from .deadline import Deadline
@@ -110,48 +110,3 @@ async def copy_until_eof(src: ByteReader, dst: ByteWriter, *, idle: float | None
             progress.extend()
             moved += len(data)
     return moved
-
-
-async def _half(src: ByteReader, dst: ByteWriter, stall: float | None) -> int:
-    # Reads may wait forever (an idle WebSocket is fine); a write whose receiver takes nothing for
-    # ``stall`` seconds ends the pipe, so a peer that stops reading cannot make the relay buffer.
-    moved = 0
-    try:
-        while data := await src.read(PUMP_CHUNK):
-            dst.write(data)
-            async with Deadline(stall):
-                await dst.drain()
-            moved += len(data)
-    finally:
-        with contextlib.suppress(Exception):
-            dst.write_eof()
-    return moved
-
-
-async def pipe(
-    a: tuple[ByteReader, ByteWriter],
-    b: tuple[ByteReader, ByteWriter],
-    *,
-    linger: float = 30.0,
-    stall: float | None = None,
-) -> tuple[int, int]:
-    """Copy a→b and b→a; when one direction ends, give the other ``linger`` seconds, then close both.
-
-    Returns (bytes a→b, bytes b→a). No total-duration limit: a WebSocket may live for days.
-    """
-    forward = asyncio.ensure_future(_half(a[0], b[1], stall))
-    backward = asyncio.ensure_future(_half(b[0], a[1], stall))
-    tasks = (forward, backward)
-    try:
-        _, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        if pending:
-            await asyncio.wait(pending, timeout=linger)
-    finally:
-        for task in tasks:
-            task.cancel()
-        for writer in (a[1], b[1]):
-            with contextlib.suppress(Exception):
-                writer.close()
-        results = await asyncio.gather(*tasks, return_exceptions=True)
-    counts = [r if isinstance(r, int) else 0 for r in results]
-    return counts[0], counts[1]

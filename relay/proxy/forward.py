@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from ..deadline import Deadline
 from ..errors import BadGateway, RelayError
@@ -32,9 +32,11 @@ from ..http1 import (
     serialise_response,
 )
 from ..limits import Limits
-from ..pump import Truncated, copy_chunked, copy_exact, copy_until_eof, pipe
+from ..pump import Truncated, copy_chunked, copy_exact, copy_until_eof
+from ..readbuffer import ReadBuffer
 from ..rewrite import IPNetwork, downstream_headers, upstream_headers
 from ..tunnels import Metered, Stream, Tunnel, TunnelLost
+from .splice import End, Splice
 from .upgrades import OpenUpgrades
 
 if TYPE_CHECKING:
@@ -43,6 +45,8 @@ if TYPE_CHECKING:
 #: Response bodies up to this size are read whole and sent with their head in one write (most
 #: responses of an app are small; a second send() per response costs more than the copy).
 SMALL_BODY = 16 * 1024
+#: After one direction of an upgraded connection ends, the other has this long to finish.
+LINGER = 30.0
 
 
 def _event_stream(resp: ResponseHead) -> bool:
@@ -309,13 +313,19 @@ class Forwarder:
             visitor.writer.transport.abort()
             stream.close()
 
+        reader = stream.reader
+        if not isinstance(reader, ReadBuffer):  # every opener's streams are (channels, the dashboard)
+            raise TypeError(f"cannot splice a {type(reader).__name__}")
+        splice = Splice(
+            (visitor.stream, visitor.stream),
+            (reader, cast(End, stream.writer)),
+            count=(tunnel.count_in, tunnel.count_out),  # both ways counted as they flow
+            linger=LINGER,
+            stall=self.limits.stream_idle_timeout,
+        )
         key = self.upgrades.add(still_allowed, close, tunnel.host)
         try:
-            to_backend, to_visitor = await pipe(  # both ways counted as they flow
-                (visitor.reader, Metered(visitor.writer, tunnel.count_out)),
-                (stream.reader, Metered(stream.writer, tunnel.count_in)),
-                stall=self.limits.stream_idle_timeout,
-            )
+            to_backend, to_visitor = await splice.run()
         finally:
             self.upgrades.discard(key)
         return Outcome(101, len(out) + to_visitor, False, to_backend)
