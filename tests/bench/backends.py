@@ -86,7 +86,9 @@ async def start_lab(work: Path) -> Lab:
     (home / "notebooks").mkdir(parents=True, exist_ok=True)
     server = LabServer(home / "notebooks")
     server.port = free_port()
-    child = spawn("jupyterlab", server.command(), work, env=client_env(home))
+    # Lab takes its token from JUPYTER_TOKEN (client/lab.py keeps it off the command line).
+    env = client_env(home) | {"JUPYTER_TOKEN": server.token}
+    child = spawn("jupyterlab", server.command(), work, env=env)
     # Lab's first start builds its caches; allow it more than a plain server.
     await wait_listening(child, server.port, timeout=120)
     return Lab(server.port, server.token, child)
