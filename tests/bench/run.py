@@ -176,6 +176,8 @@ async def _idle_memory(work: Path, target: int, profile: Profile, results: Resul
         f"ssh_max_connections_per_user={profile.idle_relay + 100}",
         f"ssh_max_unauthenticated_per_address={2 * idle_tunnels.CONCURRENT_LOGINS}",
         f"ssh_max_unauthenticated={4 * idle_tunnels.CONCURRENT_LOGINS}",
+        f"ssh_max_unauthenticated_per_network={2 * idle_tunnels.CONCURRENT_LOGINS}",
+        f"ssh_early_drop_unauthenticated={4 * idle_tunnels.CONCURRENT_LOGINS}",
     ]
     relay = start_relay(relay_dir, extra=[arg for cap in caps for arg in ("--limit", cap)])
     try:
