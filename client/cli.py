@@ -22,11 +22,11 @@ from .config import (
     parse_relay,
     resolve,
     save_profile,
+    wss_url,
 )
 from .connect import Fatal, TunnelClient
 from .publish import Publisher
 from .settings import build_spec
-from .wss import proxy_stdio, wss_url
 
 app = typer.Typer(
     help="Publish JupyterLab or any local port at https://NAME.your-relay, and keep it there.",
@@ -259,6 +259,8 @@ def proxy(
     except ClientError as exc:
         _fail(str(exc))
         return
+    from .wss import proxy_stdio  # aiohttp, imported only for this command and --transport wss
+
     try:
         asyncio.run(proxy_stdio(target))
     except ClientError as exc:

@@ -9,10 +9,13 @@ import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 DEFAULT_SSH_PORT = 2222
 PROFILE_FILE = "profile.json"
 PINS_FILE = "known_relays.json"
+#: The relay's SSH-over-WebSocket endpoint (its path on the relay host).
+SSH_WS_PATH = "/_relay/ssh"
 
 
 class ClientError(Exception):
@@ -46,6 +49,16 @@ def parse_relay(value: str) -> tuple[str, int]:
 #: The one secret a notebook needs (DESIGN §3.7): relay://USER:TOKEN@HOST:SSHPORT#SHA256:FINGERPRINT.
 CONNECT_SCHEME = "relay://"
 _CONNECT_FORM = "relay://USER:TOKEN@HOST:PORT#SHA256:FINGERPRINT"
+
+
+def wss_url(value: str) -> str:
+    """``wss://HOST[:PORT][/_relay/ssh]`` (``ws://`` for a relay without TLS, e.g. on loopback)."""
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("wss", "ws") or not parts.hostname:
+        raise ClientError(f"invalid WebSocket URL {value!r}: expected wss://HOST[:PORT]{SSH_WS_PATH}")
+    if parts.path not in ("", "/", SSH_WS_PATH) or parts.query or parts.fragment or parts.username:
+        raise ClientError(f"invalid WebSocket URL {value!r}: the relay's path is {SSH_WS_PATH}")
+    return f"{parts.scheme}://{parts.netloc}{SSH_WS_PATH}"
 
 
 @dataclass(frozen=True)

@@ -11,13 +11,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import asyncssh
 
 from ssh_tuning import tune_connection
 
-from . import wss
 from .config import ClientError, HostKeyPins
+
+if TYPE_CHECKING:
+    from .wss import WebSocketTunnel
 
 #: Keepalive: a probe every 15 s, four unanswered → the link is dead (noticed within a minute).
 KEEPALIVE_INTERVAL = 15.0
@@ -172,7 +175,7 @@ class TunnelClient:
         tune_connection(conn)  # the relay's own per-packet savings, on this side of the link too
         return conn
 
-    async def _transport(self) -> tuple[socket.socket | None, wss.WebSocketTunnel | None]:
+    async def _transport(self) -> tuple[socket.socket | None, WebSocketTunnel | None]:
         """What asyncssh runs over: the SSH port (a connected socket, or None: asyncssh connects it),
         or the relay's SSH WebSocket."""
         spec = self.spec
@@ -186,7 +189,9 @@ class TunnelClient:
                     f"the SSH port {spec.relay} did not answer within {AUTO_TIMEOUT:.0f} s ({_why(exc)}); "
                     f"trying SSH over WebSocket, {spec.wss_url}"
                 )
-        return None, wss.WebSocketTunnel(spec.wss_url)
+        from .wss import WebSocketTunnel  # aiohttp, imported only when a WebSocket is used
+
+        return None, WebSocketTunnel(spec.wss_url)
 
     async def _open_tunnel(self, conn: asyncssh.SSHClientConnection) -> str:
         spec = self.spec

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .config import ClientError, load_profile, one_secret, parse_relay, resolve
+from .config import ClientError, load_profile, one_secret, parse_relay, resolve, wss_url
 from .connect import TunnelSpec
-from .wss import wss_url
 
 TRANSPORTS = ("auto", "ssh", "wss")
 

@@ -19,27 +19,17 @@ import contextlib
 import sys
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, BinaryIO
-from urllib.parse import urlsplit
 
 import aiohttp
 
-from .config import ClientError
+from .config import SSH_WS_PATH, ClientError, wss_url
 
-SSH_WS_PATH = "/_relay/ssh"
+__all__ = ["SSH_WS_PATH", "WebSocketTunnel", "proxy_stdio", "wss_url"]
+
 #: Bytes per binary message: fewer, bigger frames cost both ends less (the relay takes up to 256 KiB).
 _CHUNK = 128 * 1024
 #: Seconds to open the WebSocket (TCP, TLS and the upgrade).
 OPEN_TIMEOUT = 20.0
-
-
-def wss_url(value: str) -> str:
-    """``wss://HOST[:PORT][/_relay/ssh]`` (``ws://`` for a relay without TLS, e.g. on loopback)."""
-    parts = urlsplit(value.strip())
-    if parts.scheme not in ("wss", "ws") or not parts.hostname:
-        raise ClientError(f"invalid WebSocket URL {value!r}: expected wss://HOST[:PORT]{SSH_WS_PATH}")
-    if parts.path not in ("", "/", SSH_WS_PATH) or parts.query or parts.fragment or parts.username:
-        raise ClientError(f"invalid WebSocket URL {value!r}: the relay's path is {SSH_WS_PATH}")
-    return f"{parts.scheme}://{parts.netloc}{SSH_WS_PATH}"
 
 
 async def open_websocket(url: str) -> tuple[aiohttp.ClientSession, aiohttp.ClientWebSocketResponse[bool]]:
