@@ -15,8 +15,9 @@ the crypto. Per data packet asyncssh (2.21–2.24):
 4. cancels and re-arms the keepalive timer for each chunk it receives: the timer now re-arms itself
    for the remainder when it fires early;
 5. writes each packet with its own ``send()``: the hot packets (channel data and window adjusts) of
-   one event-loop pass leave in one ``writelines``; every other packet flushes what is queued and goes
-   out at once, so a disconnect is never held back.
+   one event-loop pass leave in one ``writelines`` (at once when 64 KiB are queued: a bulk stream is
+   not held back); every other packet flushes what is queued and goes out at once, so a disconnect
+   is never held back.
 
 Each item needs asyncssh internals the library does not expose, so they live here, applied per
 connection (its class swapped for a subclass with the overrides; asyncssh's own classes are never
@@ -72,6 +73,10 @@ _CONN_ATTRS = (
 )
 #: Packets that may wait for the end of the event-loop pass (the data path's own).
 _HOT = frozenset({MSG_CHANNEL_DATA, MSG_CHANNEL_EXTENDED_DATA, MSG_CHANNEL_WINDOW_ADJUST})
+#: Queued bytes at which the queue is written at once: batching is for the small packets of many
+#: requests in one pass; a bulk stream held until the end of the pass leaves in one burst that
+#: overruns the socket buffer and stalls its sender (relay-client's downloads ran at 0.69x).
+FLUSH_AT = 64 * 1024
 
 _warned = False
 
@@ -146,10 +151,13 @@ def _keep_gcm(encryption: object) -> None:
 class _State:
     """What the tuning keeps per connection: one attribute on it (``_relay_tuning``)."""
 
-    __slots__ = ("aead", "hot", "last_rx", "packet_log", "queue", "recv_encryption", "send_encryption")
+    __slots__ = (
+        "aead", "hot", "last_rx", "packet_log", "queue", "queued", "recv_encryption", "send_encryption"
+    )  # fmt: skip
 
     def __init__(self, packet_log: bool) -> None:
         self.queue: list[bytes] = []
+        self.queued = 0  # bytes in ``queue``
         self.hot = False  # the packet being sent may wait for the end of the loop pass
         self.last_rx = 0.0
         self.send_encryption: object = None
@@ -203,6 +211,9 @@ class _Tuned:
                 # FIFO: this runs before any abort asyncssh schedules after queueing more packets.
                 self._loop.call_soon(_flush, state, transport)
             state.queue.append(data)
+            state.queued += len(data)
+            if state.queued >= FLUSH_AT:
+                _flush(state, transport)
             return
         if state.queue:
             _flush(state, transport)
@@ -236,7 +247,7 @@ class _Tuned:
 
 
 def _flush(state: _State, transport: Any) -> None:
-    queue, state.queue = state.queue, []
+    queue, state.queue, state.queued = state.queue, [], 0
     if queue:
         try:  # noqa: SIM105 - on the hot path, cheaper than contextlib.suppress
             transport.writelines(queue)
