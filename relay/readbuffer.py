@@ -1,11 +1,11 @@
 """One receive buffer, filled by a protocol's callbacks and read by one task: both sides of the data
 path read through it (the SSH channel of a tunnel, the visitor's connection).
 
-A read only waits — one future — when what it needs is not there yet, and a whole request head is
-found with one search of the buffer, where a stream reader layered on coroutines costs a call chain
-per read. Reading pauses the producer above ``pause_at`` buffered bytes and resumes it below
-``resume_at`` (backpressure). A lost connection's error is raised by the reads that follow, after
-what was received before it.
+A read only waits — one future — when what it needs is not there yet (a stream reader layered on
+coroutines costs a call chain per read), and a reader may search what is buffered directly: the
+visitor's connection finds a whole request head with one search. Reading pauses the producer above
+``pause_at`` buffered bytes and resumes it below ``resume_at`` (backpressure). A lost connection's
+error is raised by the reads that follow, after what was received before it.
 
 :meth:`ReadBuffer.splice` hands every byte received from then on straight to a writer, inside the
 callback, with no task at all: what a WebSocket after its ``101`` needs (:mod:`relay.proxy.splice`).
@@ -134,10 +134,6 @@ class ReadBuffer:
                 return False
             await self._more()
         return True
-
-    def peek(self) -> bytearray:
-        """What is buffered, not taken (read-only use: it changes as data comes and goes)."""
-        return self._buf
 
     def take(self, n: int) -> bytes:
         """The first ``n`` buffered bytes (at most what is there), without waiting."""
