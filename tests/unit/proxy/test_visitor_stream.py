@@ -8,7 +8,6 @@ import asyncio
 import pytest
 
 from relay.proxy.visitor_stream import BareLF, HeadTooLarge, VisitorStream
-
 from tests.unit.proxy.test_forward import visitor_stream
 
 
