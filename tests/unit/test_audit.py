@@ -4,14 +4,11 @@ events from the registry, and the store's retention."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from relay import audit
 from relay.audit import AuditLog, Event, may_read, write_batch
-from relay.datadir import ensure_data_dir
 from relay.errors import BadRequest
 from relay.store import Store
 from relay.tunnels import Registry, Tunnel
@@ -78,13 +75,6 @@ def test_tunnels_open_and_close_with_duration_and_bytes() -> None:
     closed = batches[0][1]
     assert closed.detail["bytes_out"] == 1234 and float(str(closed.detail["seconds"])) >= 5
     assert closed.owner_id == closed.user_id == 1
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store.open(ensure_data_dir(tmp_path / "data"))
-    yield s
-    s.close()
 
 
 def test_events_are_read_per_reader_and_kept_within_their_limits(store: Store) -> None:

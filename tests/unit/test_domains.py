@@ -3,13 +3,11 @@ a certificate, where SNI certificates live, and the store's claim bookkeeping.""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from relay.config import parse_networks
-from relay.datadir import ensure_data_dir
 from relay.dnscheck import parse_dns_server
 from relay.domains import (
     CHALLENGE_PREFIX,
@@ -167,12 +165,11 @@ def test_forwarded_proto_is_believed_only_from_a_trusted_proxy() -> None:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store.open(ensure_data_dir(tmp_path / "data"))
-    s.add_user("alice")
-    s.add_user("bob")
-    yield s
-    s.close()
+def store(store: Store) -> Store:
+    """The conftest's store, on each engine, with two users."""
+    store.add_user("alice")
+    store.add_user("bob")
+    return store
 
 
 def test_claims_are_per_user_until_one_is_verified(store: Store) -> None:

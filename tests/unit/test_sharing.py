@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from relay.datadir import ensure_data_dir
 from relay.errors import BadRequest, Conflict, NotFound
 from relay.sharing import (
     DEFAULT_LINK_SECONDS,
@@ -27,6 +24,7 @@ from relay.sharing import (
     share_refusal,
 )
 from relay.store import ShareInfo, Store
+from tests.stores import stored_bytes
 
 DOMAIN = "relay.example.com"
 
@@ -82,11 +80,10 @@ def test_parse_duration_refuses(text: str) -> None:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store.open(ensure_data_dir(tmp_path / "data"))
-    s.record_relay_domain(DOMAIN)
-    yield s
-    s.close()
+def store(store: Store) -> Store:
+    """The conftest's store, on each engine, with the relay's domain recorded."""
+    store.record_relay_domain(DOMAIN)
+    return store
 
 
 def test_a_share_lets_one_user_in_until_revoked(store: Store) -> None:
@@ -210,7 +207,7 @@ def test_a_link_is_kept_hashed_and_its_guests_end_with_it(store: Store) -> None:
     code = new_link_code()
     link = store.add_link(host, alice.id, code, label="ta", expires_at=time.time() + 60, max_per_host=2)
     assert store.link_by_code(code) == link and store.link_by_code(code + "x") is None
-    assert code.encode() not in store.path.read_bytes()
+    assert code.encode() not in stored_bytes(store)
     assert store.insert_guest_session("sid-1", link.id, host, max_per_link=2)
     guest = store.guest_session("sid-1", host)
     assert guest is not None and guest.share_id == link.id and guest.host == host

@@ -14,6 +14,7 @@ import pytest
 from relay.datadir import DB_FILE, LOCK_FILE, DataDirLock, check_private, ensure_data_dir, is_serving
 from relay.errors import BadRequest, Conflict, NotFound, StoreError
 from relay.store import Store, parse_duration, split_token
+from tests.stores import stored_bytes, twin
 
 
 @pytest.fixture
@@ -22,15 +23,11 @@ def data_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def store(data_dir: Path) -> Iterator[Store]:
+def sqlite_store(data_dir: Path) -> Iterator[Store]:
+    """For what only SQLite has (a file, its query plans); ``store`` is each engine in turn."""
     s = Store.open(data_dir)
     yield s
     s.close()
-
-
-def _all_db_bytes(data_dir: Path) -> bytes:
-    """The database and its WAL/SHM side files: everything SQLite has written."""
-    return b"".join(p.read_bytes() for p in sorted(data_dir.iterdir()) if p.name.startswith(DB_FILE))
 
 
 # -- data dir --------------------------------------------------------------------------------------
@@ -56,8 +53,8 @@ def test_check_private_ignores_missing_path(tmp_path: Path) -> None:
     check_private(tmp_path / "missing")  # no error: nothing to protect yet
 
 
-def test_new_database_file_is_0600(store: Store, data_dir: Path) -> None:
-    assert store.path == data_dir / DB_FILE
+def test_new_database_file_is_0600(sqlite_store: Store, data_dir: Path) -> None:
+    assert sqlite_store.path == data_dir / DB_FILE
     assert stat.S_IMODE((data_dir / DB_FILE).stat().st_mode) == 0o600
 
 
@@ -98,14 +95,13 @@ def test_corrupted_pages_are_refused_and_left_untouched(data_dir: Path) -> None:
     assert db.read_bytes() == before
 
 
-def test_reopen_keeps_data(data_dir: Path) -> None:
-    s = Store.open(data_dir)
+def test_reopen_keeps_data(store: Store) -> None:
+    s = store
     alice = s.add_user("alice", admin=True)
     _, token = s.create_token("alice", label="laptop")
     s.add_key("alice", fingerprint="SHA256:abc", public_key="ssh-ed25519 AAAA", comment="c")
     s.claim_name("lab", alice.id)
-    s.close()
-    s2 = Store.open(data_dir)
+    s2 = twin(store)
     try:
         assert s2.get_user("alice") == alice
         verified = s2.verify_token(token)
@@ -257,11 +253,11 @@ def test_expired_token_is_refused(store: Store) -> None:
     assert store.verify_token(token, now=3_000_000.0) is None
 
 
-def test_token_is_stored_only_as_hash(store: Store, data_dir: Path) -> None:
+def test_token_is_stored_only_as_hash(store: Store) -> None:
     store.add_user("alice")
     info, token = store.create_token("alice")
     secret = token[len(info.id) + 1 :]
-    stored = _all_db_bytes(data_dir)
+    stored = stored_bytes(store)
     # We are looking at the right bytes: the id and the hash are there ...
     assert info.id.encode() in stored
     assert hashlib.sha256(secret.encode()).digest() in stored
@@ -270,10 +266,10 @@ def test_token_is_stored_only_as_hash(store: Store, data_dir: Path) -> None:
     assert token.encode() not in stored
 
 
-def test_session_id_is_stored_only_as_hash(store: Store, data_dir: Path) -> None:
+def test_session_id_is_stored_only_as_hash(store: Store) -> None:
     alice = store.add_user("alice")
     sid = store.create_session(alice, "lab.localhost", 3600)
-    stored = _all_db_bytes(data_dir)
+    stored = stored_bytes(store)
     assert hashlib.sha256(sid.encode()).digest() in stored
     assert sid.encode() not in stored
 
@@ -477,9 +473,7 @@ def test_lock_release_is_idempotent(data_dir: Path) -> None:
     assert is_serving(data_dir) is False
 
 
-def test_revoking_a_token_ends_its_sessions_and_marks_it_dead(tmp_path: Path) -> None:
-    data = ensure_data_dir(tmp_path / "revoke")
-    store = Store.open(data)
+def test_revoking_a_token_ends_its_sessions_and_marks_it_dead(store: Store) -> None:
     store.add_user("erin")
     info, token = store.create_token("erin")
     user = store.verify_token(token)
@@ -496,14 +490,12 @@ def test_revoking_a_token_ends_its_sessions_and_marks_it_dead(tmp_path: Path) ->
 # -- the credential cache ----------------------------------------------------------------------------
 
 
-def test_a_token_revoked_by_another_process_is_refused_on_the_next_lookup(
-    store: Store, data_dir: Path
-) -> None:
+def test_a_token_revoked_by_another_process_is_refused_on_the_next_lookup(store: Store) -> None:
     store.add_user("carol")
     info, token = store.create_token("carol")
     assert store.verify_token(token) is not None
     assert store.verify_token(token) is not None  # now answered from the cache
-    other = Store.open(data_dir)  # what `relay token revoke` does: another connection
+    other = twin(store)  # what `relay token revoke` (or another node) does: another connection
     try:
         other.revoke_token(info.id)
     finally:
@@ -526,14 +518,14 @@ def test_own_writes_and_expiry_drop_cached_credentials(store: Store) -> None:
     assert store.session_user(sid, "dave.localhost") is None
 
 
-def test_a_session_deleted_by_another_process_is_refused(store: Store, data_dir: Path) -> None:
+def test_a_session_deleted_by_another_process_is_refused(store: Store) -> None:
     store.add_user("erin")
     info, token = store.create_token("erin")
     user = store.verify_token(token)
     assert user is not None
     sid = store.create_session(user, "erin.localhost", 60)
     assert store.session_user(sid, "erin.localhost") is not None
-    other = Store.open(data_dir)
+    other = twin(store)
     try:
         other.revoke_token(info.id)  # revoking the token ends the sessions made with it
     finally:
@@ -568,6 +560,6 @@ def test_expired_sessions_are_purged_on_demand_not_per_sign_in(store: Store) -> 
         ("SELECT * FROM sessions WHERE hash = x'00'", "sqlite_autoindex_sessions_1"),
     ],
 )
-def test_session_lookups_use_an_index(store: Store, query: str, index: str) -> None:
-    plan = " ".join(str(row) for row in store._db.execute(f"EXPLAIN QUERY PLAN {query}"))
+def test_session_lookups_use_an_index(sqlite_store: Store, query: str, index: str) -> None:
+    plan = " ".join(str(row) for row in sqlite_store.engine.execute(f"EXPLAIN QUERY PLAN {query}"))
     assert index in plan and "SCAN sessions" not in plan.replace(f"USING INDEX {index}", ""), plan

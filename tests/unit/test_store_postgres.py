@@ -1,0 +1,97 @@
+"""What only the PostgreSQL engine has: a URL, a shared schema that nodes migrate at once, a network."""
+
+from __future__ import annotations
+
+import threading
+
+import psycopg
+import pytest
+
+from relay.errors import StoreError
+from relay.store import Store
+from relay.store.postgres import redact
+from relay.store.schema import SCHEMA_VERSION, TABLES
+from tests.pgserver import PostgresServer
+
+
+def _tables(url: str) -> list[str]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1"
+        ).fetchall()
+    return [str(row[0]) for row in rows]
+
+
+def test_nodes_started_at_once_migrate_one_after_another(postgres: PostgresServer) -> None:
+    url = postgres.new_database()
+    opened: list[Store] = []
+    failures: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            opened.append(Store.connect(url))
+        except BaseException as exc:  # reported below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == [] and len(opened) == 6
+    opened[0].add_user("alice")
+    assert all(s.get_user("alice").name == "alice" for s in opened)  # one schema, shared
+    assert set(TABLES) <= set(_tables(url))
+    for store in opened:
+        store.close()
+
+
+def test_a_newer_schema_is_refused_and_nothing_is_written(postgres: PostgresServer) -> None:
+    url = postgres.new_database()
+    Store.connect(url).close()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("UPDATE relay_schema SET version = %s", (SCHEMA_VERSION + 1,))
+        changes = conn.execute("SELECT n FROM relay_changes").fetchone()
+    before = _tables(url)
+    with pytest.raises(StoreError) as info:
+        Store.connect(url)
+    assert f"schema version {SCHEMA_VERSION + 1}" in str(info.value) and "upgrade relay" in str(info.value)
+    assert _tables(url) == before
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT n FROM relay_changes").fetchone() == changes
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("postgresql://relay@127.0.0.1:1/relay", "cannot connect to postgresql://relay@127.0.0.1:1/relay"),
+        ("sqlite:///var/lib/relay.db", "must be a postgresql:// URL"),
+        ("mysql://relay@db/relay", "must be a postgresql:// URL, not 'mysql'"),
+    ],
+)
+def test_a_store_url_that_cannot_work_is_a_clear_error(url: str, says: str) -> None:
+    with pytest.raises(StoreError) as info:
+        Store.connect(url)
+    assert says in str(info.value)
+
+
+def test_an_unknown_database_is_named_and_the_password_never_shown(postgres: PostgresServer) -> None:
+    url = f"postgresql://relay:s3cret-pw@127.0.0.1:{postgres.port}/no_such_db"
+    with pytest.raises(StoreError) as info:
+        Store.connect(url)
+    assert "no_such_db" in str(info.value) and "s3cret-pw" not in str(info.value)
+    assert redact(url) == f"postgresql://relay@127.0.0.1:{postgres.port}/no_such_db"
+
+
+def test_a_lost_connection_fails_one_call_and_is_made_again(postgres: PostgresServer) -> None:
+    store = Store.connect(postgres.new_database())
+    try:
+        store.add_user("alice")
+        pid = store.engine.execute("SELECT pg_backend_pid()").fetchone()[0]
+        with psycopg.connect(postgres.url("postgres"), autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        with pytest.raises(StoreError):
+            store.get_user("alice")
+        assert store.get_user("alice").name == "alice"
+    finally:
+        store.close()
