@@ -21,9 +21,9 @@ from typing import Annotated, Any, TypeVar
 import asyncssh
 import typer
 
-from . import __version__, audit, domain_claims, onboarding, sharing
+from . import __version__, audit, domain_claims, hostkey, onboarding, sharing
 from .config import Config, PublicUrl, parse_address, parse_networks
-from .datadir import default_data_dir, ensure_data_dir, is_serving
+from .datadir import DB_FILE, default_data_dir, ensure_data_dir, is_serving
 from .dnscheck import DnsChecker, parse_dns_server
 from .errors import RelayError
 from .limits import Limits, describe
@@ -32,6 +32,7 @@ from .names import validate_name
 from .protocol import CLIENT_PATH
 from .service import RelayService
 from .store import ShareInfo, Store, parse_duration
+from .store import copy as store_copy
 
 app = typer.Typer(
     help="Relay: token-gated HTTP tunnels over SSH. Run `relay serve` on the VPS; "
@@ -65,12 +66,28 @@ share_app = typer.Typer(
 )
 app.add_typer(domain_app, name="domain")
 app.add_typer(share_app, name="share")
+store_app = typer.Typer(
+    rich_markup_mode=None,
+    help="The store itself: copy it into PostgreSQL for a cluster.",
+    no_args_is_help=True,
+)
+app.add_typer(store_app, name="store")
 
 DataDir = Annotated[
     Path | None,
     typer.Option(
         "--data-dir",
         help="Data directory [env: RELAY_DATA_DIR; default: ~/.local/share/relay]",
+        show_default=False,
+    ),
+]
+StoreUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        envvar="RELAY_STORE",
+        help="A cluster's PostgreSQL store (postgresql://USER@HOST/DB) in place of the data dir's "
+        "SQLite file [env: RELAY_STORE]",
         show_default=False,
     ),
 ]
@@ -93,11 +110,14 @@ def _fail(message: str) -> None:
 
 
 @contextmanager
-def _store(data_dir: Path | None) -> Iterator[Store]:
+def _store(data_dir: Path | None, url: str | None) -> Iterator[Store]:
     path = data_dir or default_data_dir()
     try:
-        ensure_data_dir(path)
-        store = Store.open(path)
+        if url:
+            store = Store.connect(url)
+        else:
+            ensure_data_dir(path)
+            store = Store.open(path)
     except RelayError as exc:
         _fail(str(exc))
         raise  # unreachable
@@ -331,10 +351,11 @@ def user_add(
     ],
     admin: Annotated[bool, typer.Option("--admin", help="Make the user an admin.")] = False,
     data_dir: DataDir = None,
+    store_url: StoreUrl = None,
     as_json: JsonOut = False,
 ) -> None:
     """Create a user and print their first token (shown once)."""
-    with _store(data_dir) as store:
+    with _store(data_dir, store_url) as store:
         validate_name(name)
         user = store.add_user(name, admin=admin)
         info, token = store.create_token(name, label="first token")
@@ -353,9 +374,9 @@ def user_add(
 
 
 @user_app.command("list")
-def user_list(data_dir: DataDir = None, as_json: JsonOut = False) -> None:
+def user_list(data_dir: DataDir = None, store_url: StoreUrl = None, as_json: JsonOut = False) -> None:
     """List users."""
-    with _store(data_dir) as store:
+    with _store(data_dir, store_url) as store:
         users = store.list_users()
         _emit(
             as_json,
@@ -368,9 +389,11 @@ def user_list(data_dir: DataDir = None, as_json: JsonOut = False) -> None:
 
 
 @user_app.command("remove")
-def user_remove(name: str, data_dir: DataDir = None, as_json: JsonOut = False) -> None:
+def user_remove(
+    name: str, data_dir: DataDir = None, store_url: StoreUrl = None, as_json: JsonOut = False
+) -> None:
     """Remove a user with their tokens, keys, names and sessions (live tunnels end on reconnect)."""
-    with _store(data_dir) as store:
+    with _store(data_dir, store_url) as store:
         store.remove_user(name)
         _audit(store, "user_remove", user=name)
         _emit(as_json, {"removed": name}, lambda: [f"removed user {name}"])
@@ -385,12 +408,13 @@ def token_create(
     label: Annotated[str, typer.Option(help="A note to tell tokens apart.")] = "",
     expires: Annotated[str | None, typer.Option(help="Lifetime, e.g. 30d, 12h; default: never.")] = None,
     data_dir: DataDir = None,
+    store_url: StoreUrl = None,
     as_json: JsonOut = False,
 ) -> None:
     """Create a token for USER and print it (shown once)."""
     import time
 
-    with _store(data_dir) as store:
+    with _store(data_dir, store_url) as store:
         expires_at = time.time() + parse_duration(expires) if expires else None
         info, token = store.create_token(user, label=label, expires_at=expires_at)
         _audit(store, "token_create", user_id=_user_id(store, user), user=user, token_id=info.id, label=label)
@@ -408,10 +432,13 @@ def token_create(
 
 @token_app.command("list")
 def token_list(
-    user: Annotated[str | None, typer.Argument()] = None, data_dir: DataDir = None, as_json: JsonOut = False
+    user: Annotated[str | None, typer.Argument()] = None,
+    data_dir: DataDir = None,
+    store_url: StoreUrl = None,
+    as_json: JsonOut = False,
 ) -> None:
     """List tokens (ids only; secrets are never stored)."""
-    with _store(data_dir) as store:
+    with _store(data_dir, store_url) as store:
         tokens = store.list_tokens(user)
         _emit(
             as_json,
@@ -424,9 +451,11 @@ def token_list(
 
 
 @token_app.command("revoke")
-def token_revoke(token_id: str, data_dir: DataDir = None, as_json: JsonOut = False) -> None:
+def token_revoke(
+    token_id: str, data_dir: DataDir = None, store_url: StoreUrl = None, as_json: JsonOut = False
+) -> None:
     """Revoke a token by its id (rly_xxxxxxxxxx); it stops working at once."""
-    with _store(data_dir) as store:
+    with _store(data_dir, store_url) as store:
         owner = next((t.user for t in store.list_tokens() if t.id == token_id), "")
         store.revoke_token(token_id)
         _audit(store, "token_revoke", user_id=_user_id(store, owner), user=owner, token_id=token_id)
@@ -441,6 +470,7 @@ def key_add(
     user: str,
     pubkey_file: Annotated[Path, typer.Argument(help="An OpenSSH public key file.")],
     data_dir: DataDir = None,
+    store_url: StoreUrl = None,
     as_json: JsonOut = False,
 ) -> None:
     """Register an SSH public key for USER."""
@@ -455,7 +485,7 @@ def key_add(
         return
     parts = text.split(None, 2)
     comment = parts[2] if len(parts) > 2 else ""
-    with _store(data_dir) as store:
+    with _store(data_dir, store_url) as store:
         info = store.add_key(
             user,
             fingerprint=str(key.get_fingerprint("sha256")),
@@ -470,10 +500,13 @@ def key_add(
 
 @key_app.command("list")
 def key_list(
-    user: Annotated[str | None, typer.Argument()] = None, data_dir: DataDir = None, as_json: JsonOut = False
+    user: Annotated[str | None, typer.Argument()] = None,
+    data_dir: DataDir = None,
+    store_url: StoreUrl = None,
+    as_json: JsonOut = False,
 ) -> None:
     """List registered keys."""
-    with _store(data_dir) as store:
+    with _store(data_dir, store_url) as store:
         keys = store.list_keys(user)
         _emit(
             as_json,
@@ -483,9 +516,11 @@ def key_list(
 
 
 @key_app.command("remove")
-def key_remove(key_id: int, data_dir: DataDir = None, as_json: JsonOut = False) -> None:
+def key_remove(
+    key_id: int, data_dir: DataDir = None, store_url: StoreUrl = None, as_json: JsonOut = False
+) -> None:
     """Remove a key by its id."""
-    with _store(data_dir) as store:
+    with _store(data_dir, store_url) as store:
         found = next((k for k in store.list_keys() if k.id == key_id), None)
         store.remove_key(key_id)
         owner = found.user if found is not None else ""
@@ -498,10 +533,13 @@ def key_remove(key_id: int, data_dir: DataDir = None, as_json: JsonOut = False) 
 
 @name_app.command("list")
 def name_list(
-    user: Annotated[str | None, typer.Argument()] = None, data_dir: DataDir = None, as_json: JsonOut = False
+    user: Annotated[str | None, typer.Argument()] = None,
+    data_dir: DataDir = None,
+    store_url: StoreUrl = None,
+    as_json: JsonOut = False,
 ) -> None:
     """List owned names."""
-    with _store(data_dir) as store:
+    with _store(data_dir, store_url) as store:
         names = store.list_names(user)
         _emit(
             as_json,
@@ -511,9 +549,11 @@ def name_list(
 
 
 @name_app.command("release")
-def name_release(name: str, data_dir: DataDir = None, as_json: JsonOut = False) -> None:
+def name_release(
+    name: str, data_dir: DataDir = None, store_url: StoreUrl = None, as_json: JsonOut = False
+) -> None:
     """Release an owned name so that anyone may claim it."""
-    with _store(data_dir) as store:
+    with _store(data_dir, store_url) as store:
         owner_id = store.name_owner(name)
         store.release_name(name)
         _audit(
@@ -530,10 +570,11 @@ def domain_add(
     domain: str,
     user: Annotated[str, typer.Option("--user", help="The user who will own the domain.")],
     data_dir: DataDir = None,
+    store_url: StoreUrl = None,
     as_json: JsonOut = False,
 ) -> None:
     """Claim DOMAIN for a user and print the DNS records that prove it (then run `domain verify`)."""
-    with _store(data_dir) as store:
+    with _store(data_dir, store_url) as store:
         claim = domain_claims.add(store, domain, user, relay_domain=store.relay_domain())
         _audit(
             store, "domain_add", host=claim.domain, owner_id=claim.user_id, user_id=claim.user_id, user=user
@@ -560,6 +601,7 @@ def domain_verify(
     ] = None,
     dns_server: DnsServer = None,
     data_dir: DataDir = None,
+    store_url: StoreUrl = None,
     as_json: JsonOut = False,
 ) -> None:
     """Look up the TXT record _relay-challenge.DOMAIN; exit 0 once it proves a claim, 1 with the reason."""
@@ -568,7 +610,7 @@ def domain_verify(
     except RelayError as exc:
         _fail(str(exc))
         return
-    with _store(data_dir) as store:
+    with _store(data_dir, store_url) as store:
         claim = asyncio.run(
             domain_claims.verify(store, checker, domain, user, relay_domain=store.relay_domain())
         )
@@ -585,10 +627,11 @@ def domain_verify(
 def domain_list(
     user: Annotated[str | None, typer.Option("--user", help="Only this user's domains.")] = None,
     data_dir: DataDir = None,
+    store_url: StoreUrl = None,
     as_json: JsonOut = False,
 ) -> None:
     """List custom domain claims, verified or pending."""
-    with _store(data_dir) as store:
+    with _store(data_dir, store_url) as store:
         claims = store.list_domains(user)
         _emit(
             as_json,
@@ -610,10 +653,11 @@ def domain_remove(
         str | None, typer.Option("--user", help="Only this user's claim (default: every claim).")
     ] = None,
     data_dir: DataDir = None,
+    store_url: StoreUrl = None,
     as_json: JsonOut = False,
 ) -> None:
     """Remove claims of DOMAIN; a running relay closes a tunnel on it within seconds."""
-    with _store(data_dir) as store:
+    with _store(data_dir, store_url) as store:
         claims = store.list_domains(user, domain.lower())
         domain_claims.remove(store, domain, user)
         for gone in claims:
@@ -635,11 +679,12 @@ def share_add(
         typer.Option("--expires", help="How long it lasts, e.g. 30d or 12h (default: until revoked)."),
     ] = None,
     data_dir: DataDir = None,
+    store_url: StoreUrl = None,
     as_json: JsonOut = False,
 ) -> None:
     """Share NAME (or DOMAIN) with another user: they visit it with their own token or sign-in.
     Prints the share's id (for `share revoke`)."""
-    with _store(data_dir) as store:
+    with _store(data_dir, store_url) as store:
         new = sharing.plan_share(
             store, target, with_user, expires, caller_id=0, admin=True, relay_domain=store.relay_domain()
         )
@@ -661,11 +706,12 @@ def share_link(
         str | None, typer.Option("--label", help="A name for it in share list and the audit log.")
     ] = None,
     data_dir: DataDir = None,
+    store_url: StoreUrl = None,
     as_json: JsonOut = False,
 ) -> None:
     """A share link for NAME (or DOMAIN): whoever opens it gets a guest session for that one host
     until the link expires or is revoked. Prints the URL once; only its hash is kept."""
-    with _store(data_dir) as store:
+    with _store(data_dir, store_url) as store:
         new = sharing.plan_link(
             store, target, expires, label, caller_id=0, admin=True, relay_domain=store.relay_domain()
         )
@@ -681,11 +727,12 @@ def share_list(
         str | None, typer.Argument(metavar="[NAME|DOMAIN]", help="Only this host's shares.")
     ] = None,
     data_dir: DataDir = None,
+    store_url: StoreUrl = None,
     as_json: JsonOut = False,
 ) -> None:
     """List shares: id, host, kind (user, link, public), who (a user, link:LABEL or anyone), owner,
     expiry, uses so far."""
-    with _store(data_dir) as store:
+    with _store(data_dir, store_url) as store:
         host = sharing.share_host(target, relay_domain=store.relay_domain())[0] if target else None
         shares = store.list_shares(host=host)
         _emit(
@@ -713,12 +760,13 @@ def share_public(
         str, typer.Argument(metavar="on|off", help="on: anyone may open it, no credential needed.")
     ],
     data_dir: DataDir = None,
+    store_url: StoreUrl = None,
     as_json: JsonOut = False,
 ) -> None:
     """Make NAME (or DOMAIN) public (on) or private again (off), at the next request."""
     if state not in ("on", "off"):
         _fail(f"expected on or off, got {state!r}")
-    with _store(data_dir) as store:
+    with _store(data_dir, store_url) as store:
         host, owner = sharing.owned_host(target, store=store, relay_domain=store.relay_domain())
         refusal = sharing.public_refusal(caller_id=owner or 0, owner_id=owner, host=host, admin=True)
         if refusal is not None:
@@ -730,9 +778,11 @@ def share_public(
 
 
 @share_app.command("revoke")
-def share_revoke(share_id: str, data_dir: DataDir = None, as_json: JsonOut = False) -> None:
+def share_revoke(
+    share_id: str, data_dir: DataDir = None, store_url: StoreUrl = None, as_json: JsonOut = False
+) -> None:
     """Revoke a share; the user it named is refused at their next request."""
-    with _store(data_dir) as store:
+    with _store(data_dir, store_url) as store:
         share = store.revoke_share(share_id)
         _audit_share(store, "share_revoke", share)
         _emit(
@@ -746,11 +796,11 @@ def share_revoke(share_id: str, data_dir: DataDir = None, as_json: JsonOut = Fal
 
 
 @app.command()
-def tunnels(data_dir: DataDir = None, as_json: JsonOut = False) -> None:
+def tunnels(data_dir: DataDir = None, store_url: StoreUrl = None, as_json: JsonOut = False) -> None:
     """Live tunnels of the running relay: host, user, client address, since, bytes."""
     path = data_dir or default_data_dir()
-    with _store(data_dir) as store:
-        running = is_serving(path)
+    with _store(data_dir, store_url) as store:
+        running = store.clustered or is_serving(path)  # a cluster's nodes publish their tunnels
         live = store.list_live() if running else []
         _emit(
             as_json,
@@ -777,12 +827,13 @@ def audit_log(
     since: Annotated[str, typer.Option("--since", help="How far back, e.g. 1h, 7d.")] = "24h",
     limit: Annotated[int, typer.Option("--limit", help="Most events printed (newest first).")] = 100,
     data_dir: DataDir = None,
+    store_url: StoreUrl = None,
     as_json: JsonOut = False,
 ) -> None:
     """The audit log, newest first: visits (first request of each session on each host), sign-ins and
     failed sign-ins, tunnels opened and closed, share, link, public, token, key, user and domain
     changes. --json prints an array of events."""
-    with _store(data_dir) as store:
+    with _store(data_dir, store_url) as store:
         where = sharing.share_host(host, relay_domain=store.relay_domain())[0] if host else None
         who = store.get_user(user) if user else None
         start = time.time() - sharing.parse_duration(since, most=10 * 365 * 86400)
@@ -791,6 +842,55 @@ def audit_log(
             as_json,
             [audit.event_doc(e) for e in events],
             lambda: [audit.event_line(e) for e in events] or ["no events"],
+        )
+
+
+@store_app.command("migrate")
+def store_migrate(
+    to: Annotated[
+        str,
+        typer.Option(
+            "--to",
+            help="The empty PostgreSQL database to copy into (postgresql://USER@HOST/DB).",
+            show_default=False,
+        ),
+    ],
+    data_dir: DataDir = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Copy this data dir's SQLite store, and its SSH host key, into an empty PostgreSQL database.
+
+    Stop `relay serve` on the data dir first. Every table is copied in one transaction and its row
+    count checked before the commit; on any difference nothing is written. The data dir is only read:
+    it stays a working single-node store. Then start the nodes with --store and the same URL.
+    """
+    path = data_dir or default_data_dir()
+    if is_serving(path):
+        _fail(f"relay serve is running on {path}: stop it first, so that no write is lost")
+    if not (path / DB_FILE).exists():
+        _fail(f"no store in {path} (nothing to migrate): give the data dir with --data-dir")
+    with _store(path, None) as source:
+        try:
+            target = Store.connect(to)
+        except RelayError as exc:
+            _fail(str(exc))
+            raise  # unreachable
+        try:
+            key = hostkey.exported(path)
+            copied = store_copy.copy_tables(
+                source.engine, target.engine, {hostkey.CLUSTER_KEY: key} if key else {}
+            )
+        finally:
+            target.close()
+        _emit(
+            as_json,
+            {"from": str(source.where), "to": target.where, "rows": copied},
+            lambda: [
+                f"copied {source.where} into {target.where}:",
+                *(f"  {table}\t{rows}" for table, rows in copied.items()),
+                f"start each node with: relay serve --store '{target.where}' --node NAME "
+                "--cluster-address HOST:PORT",
+            ],
         )
 
 

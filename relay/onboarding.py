@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import asyncssh
+
 from . import hostkey
 from .datadir import HOST_KEY_FILE
 from .errors import StoreError
@@ -33,8 +35,11 @@ def ssh_endpoint(store: Store) -> tuple[str, int]:
     return store.relay_domain(), DEFAULT_SSH_PORT
 
 
-def host_fingerprint(data_dir: Path) -> str | None:
+def host_fingerprint(store: Store, data_dir: Path) -> str | None:
     """The relay's host key fingerprint, if the key exists (it is made on the first start)."""
+    if store.clustered:
+        text = store.cluster_key(hostkey.CLUSTER_KEY)
+        return hostkey.fingerprint(asyncssh.import_private_key(text)) if text else None
     if not (data_dir / HOST_KEY_FILE).exists():
         return None
     try:
@@ -45,4 +50,4 @@ def host_fingerprint(data_dir: Path) -> str | None:
 
 def for_token(store: Store, data_dir: Path, user: str, token: str) -> str:
     host, port = ssh_endpoint(store)
-    return connect_string(user, token, host, port, host_fingerprint(data_dir))
+    return connect_string(user, token, host, port, host_fingerprint(store, data_dir))

@@ -40,6 +40,11 @@ class StoreBase:
         return self._db
 
     @property
+    def clustered(self) -> bool:
+        """On PostgreSQL: the store of a cluster's nodes (which share keys through it)."""
+        return self._db.kind == "postgresql"
+
+    @property
     def path(self) -> Path | None:
         """The SQLite file, or None on PostgreSQL."""
         path = getattr(self._db, "path", None)

@@ -144,6 +144,26 @@ SQLITE_MIGRATIONS: tuple[str, ...] = (
         client TEXT NOT NULL
     )
     """,
+    # v10: the cluster (DESIGN §3.9). A live tunnel row is also its route: the node holding it.
+    # Nodes heartbeat into ``nodes``; ``cluster_keys`` holds what every node must share (the SSH
+    # host key, the node-to-node secret). A single SQLite node keeps these tables empty.
+    """
+    ALTER TABLE live_tunnels ADD COLUMN node TEXT NOT NULL DEFAULT '';
+    CREATE TABLE nodes (
+        name TEXT PRIMARY KEY,
+        address TEXT NOT NULL,
+        incarnation TEXT NOT NULL,
+        started_at REAL NOT NULL,
+        heartbeat_at REAL NOT NULL,
+        tunnels INTEGER NOT NULL DEFAULT 0,
+        draining INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE cluster_keys (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        created_at REAL NOT NULL
+    )
+    """,
 )
 #: The version a new PostgreSQL database starts at, and the script that creates it.
 POSTGRES_BASE_VERSION = 9
@@ -252,7 +272,29 @@ CREATE TABLE last_seen (
 """
 
 #: Steps after the base, as (version, script); the same versions as SQLite's list.
-POSTGRES_MIGRATIONS: tuple[tuple[int, str], ...] = ()
+POSTGRES_MIGRATIONS: tuple[tuple[int, str], ...] = (
+    (
+        10,
+        """
+        ALTER TABLE live_tunnels ADD COLUMN node TEXT NOT NULL DEFAULT '';
+        CREATE INDEX live_tunnels_node ON live_tunnels (node);
+        CREATE TABLE nodes (
+            name TEXT PRIMARY KEY,
+            address TEXT NOT NULL,
+            incarnation TEXT NOT NULL,
+            started_at DOUBLE PRECISION NOT NULL,
+            heartbeat_at DOUBLE PRECISION NOT NULL,
+            tunnels INTEGER NOT NULL DEFAULT 0,
+            draining INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE TABLE cluster_keys (
+            name TEXT PRIMARY KEY,
+            value TEXT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL
+        )
+        """,
+    ),
+)
 
 #: The version this relay's code reads and writes.
 SCHEMA_VERSION = len(SQLITE_MIGRATIONS)
@@ -272,5 +314,7 @@ TABLES: tuple[str, ...] = (
     "guest_sessions",
     "audit",
     "last_seen",
+    "nodes",
+    "cluster_keys",
 )
 IDENTITY_TABLES: tuple[str, ...] = ("users", "ssh_keys", "audit")

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .records import Records
+from .cluster import Cluster
 from .sqlite import SqliteEngine
 
 
-class Store(Records):
+class Store(Cluster):
     """Users, credentials, names, domains, shares, sessions, audit and live tunnels.
 
-    Built up in layers, one module per subject (accounts → hosts → shares → sessions → records); each
-    layer may use the ones below it. The SQL is the same on both engines (:mod:`.engine`).
+    Built up in layers, one module per subject (accounts → hosts → shares → sessions → records →
+    cluster); each layer may use the ones below it. The SQL is the same on both engines (:mod:`.engine`).
     """
 
     @classmethod

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import psycopg
 import pytest
 
+from relay.datadir import ensure_data_dir
 from relay.errors import StoreError
 from relay.store import Store
+from relay.store.copy import columns
 from relay.store.postgres import redact
 from relay.store.schema import SCHEMA_VERSION, TABLES
 from tests.pgserver import PostgresServer
@@ -95,3 +98,14 @@ def test_a_lost_connection_fails_one_call_and_is_made_again(postgres: PostgresSe
         assert store.get_user("alice").name == "alice"
     finally:
         store.close()
+
+
+def test_both_engines_hold_the_same_columns(postgres: PostgresServer, tmp_path: Path) -> None:
+    lite = Store.open(ensure_data_dir(tmp_path / "data"))
+    pg = Store.connect(postgres.new_database())
+    try:
+        for table in TABLES:
+            assert sorted(columns(lite.engine, table)) == sorted(columns(pg.engine, table)), table
+    finally:
+        lite.close()
+        pg.close()
