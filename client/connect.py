@@ -53,6 +53,18 @@ class TunnelSpec:
     #: auto: the SSH port, then SSH over WebSocket if it does not answer; ssh or wss: only that one.
     transport: str = "auto"
     wss: str | None = None  # the WebSocket URL (default wss://RELAY_HOST/_relay/ssh)
+    #: More addresses of the same relay (a cluster's nodes: ``--relay a,b,c``), tried in turn after
+    #: this one when a connection cannot be made or is lost.
+    others: tuple[tuple[str, int], ...] = ()
+
+    def next_address(self) -> bool:
+        """Move on to the next address (the current one goes last); False if there is no other."""
+        if not self.others:
+            return False
+        (host, port), rest = self.others[0], self.others[1:]
+        self.others = (*rest, (self.relay_host, self.relay_port))
+        self.relay_host, self.relay_port = host, port
+        return True
 
     @property
     def wss_url(self) -> str:
@@ -238,10 +250,10 @@ class TunnelClient:
             except (OSError, asyncssh.Error, asyncio.TimeoutError, ClientError) as exc:
                 if self._stopping:
                     break
-                delay = delays()
-                self.events(
-                    f"cannot reach the relay {self.spec.relay} ({_why(exc)}); retrying in {delay:.1f} s"
-                )
+                failed = self.spec.relay
+                delay = delays() if not self.spec.next_address() else 0.0  # the next node, at once
+                again = f"trying {self.spec.relay}" + (f" in {delay:.1f} s" if delay else "")
+                self.events(f"cannot reach the relay {failed} ({_why(exc)}); {again}")
                 await asyncio.sleep(delay)
                 continue
             self.url = url
@@ -259,7 +271,9 @@ class TunnelClient:
             if time.monotonic() - started > STABLE_AFTER:
                 delays = backoff_delays()
             delay = delays()
-            self.events(f"connection to the relay lost; retrying in {delay:.1f} s")
+            lost = self.spec.relay
+            self.spec.next_address()  # a node that dropped us may be going away: the next one first
+            self.events(f"connection to the relay {lost} lost; retrying {self.spec.relay} in {delay:.1f} s")
             await asyncio.sleep(delay)
 
     async def stop(self) -> None:

@@ -77,10 +77,14 @@ def build_spec(
         raise ClientError(f"--key {key}: no such file")
     if host_key is not None and not host_key.startswith("SHA256:"):
         raise ClientError("--host-key takes a fingerprint like SHA256:..., as `relay serve` prints it")
-    host, ssh_port = parse_relay(relay_value)
+    addresses = [parse_relay(one) for one in relay_value.split(",") if one.strip()]
+    if not addresses:
+        raise ClientError(f"invalid relay address {relay_value!r}: expected HOST[:PORT][,HOST2[:PORT]...]")
+    (host, ssh_port), others = addresses[0], tuple(addresses[1:])
     return TunnelSpec(
         relay_host=host,
         relay_port=ssh_port,
+        others=others,
         user=user_value,
         local_port=port or 0,
         token=token_value,
