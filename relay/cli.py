@@ -7,6 +7,7 @@ Admin commands print one JSON document with ``--json``, for scripts that provisi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -23,7 +24,7 @@ import typer
 
 from . import __version__, audit, domain_claims, hostkey, onboarding, sharing
 from .config import Config, PublicUrl, parse_address, parse_networks
-from .datadir import DB_FILE, default_data_dir, ensure_data_dir, is_serving
+from .datadir import DB_FILE, default_data_dir, ensure_data_dir, is_serving, recorded_store
 from .dnscheck import DnsChecker, parse_dns_server
 from .errors import RelayError
 from .limits import Limits, describe
@@ -111,8 +112,11 @@ def _fail(message: str) -> None:
 
 @contextmanager
 def _store(data_dir: Path | None, url: str | None) -> Iterator[Store]:
+    """The store an admin command acts on: ``--store``, else the cluster store the data dir's node
+    serves (recorded by ``relay serve --store``), else the data dir's SQLite file."""
     path = data_dir or default_data_dir()
     try:
+        url = url or recorded_store(path)
         if url:
             store = Store.connect(url)
         else:
@@ -229,6 +233,25 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    store_url: StoreUrl = None,
+    node: Annotated[
+        str | None,
+        typer.Option(
+            "--node",
+            help="This node's name in a cluster (one DNS label, unique among its nodes). Needs --store.",
+            show_default=False,
+        ),
+    ] = None,
+    cluster_address: Annotated[
+        str | None,
+        typer.Option(
+            "--cluster-address",
+            metavar="HOST:PORT",
+            help="Where the cluster's other nodes reach this one (node-to-node requests, authenticated "
+            "by the cluster's secret; keep it off the public internet). Needs --store.",
+            show_default=False,
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     limit: Annotated[
         list[str] | None,
@@ -273,6 +296,9 @@ def serve(
             public_url=public_url,
             limits=Limits().with_overrides(limit or []),
             metrics_bind=parse_address(metrics_bind, "--metrics-bind") if metrics_bind else None,
+            store_url=store_url or None,
+            node=node or "",
+            cluster_address=parse_address(cluster_address, "--cluster-address") if cluster_address else None,
         )
     except RelayError as exc:
         _fail(str(exc))
@@ -820,6 +846,30 @@ def tunnels(data_dir: DataDir = None, store_url: StoreUrl = None, as_json: JsonO
         )
 
 
+@app.command("nodes")
+def nodes_list(data_dir: DataDir = None, store_url: StoreUrl = None, as_json: JsonOut = False) -> None:
+    """The nodes of the cluster: name, address, since, tunnels, last heartbeat (alive or dead).
+
+    A node silent for 10 s is dead: its routes are void and its clients reconnect to the others."""
+    with _store(data_dir, store_url) as store:
+        if not store.clustered:
+            _fail("not a cluster: give --store postgresql://… (or run this on a node's data dir)")
+        nodes = store.nodes()
+        _emit(
+            as_json,
+            {"nodes": [{**asdict(n), "alive": n.alive} for n in nodes]},
+            lambda: (
+                [
+                    f"{n.name}\t{n.address}\tsince {_when(n.started_at)}\t{n.tunnels} tunnels\t"
+                    f"heard {n.silent_for:.1f} s ago\t"
+                    + ("draining" if n.draining else "alive" if n.alive else "DEAD")
+                    for n in nodes
+                ]
+                or ["no nodes"]
+            ),
+        )
+
+
 @app.command("audit")
 def audit_log(
     user: Annotated[str | None, typer.Option("--user", help="Only events by or about this user.")] = None,
@@ -869,7 +919,12 @@ def store_migrate(
         _fail(f"relay serve is running on {path}: stop it first, so that no write is lost")
     if not (path / DB_FILE).exists():
         _fail(f"no store in {path} (nothing to migrate): give the data dir with --data-dir")
-    with _store(path, None) as source:
+    try:
+        source = Store.open(path)  # the data dir's own SQLite file, whatever its node served since
+    except RelayError as exc:
+        _fail(str(exc))
+        raise  # unreachable
+    with contextlib.closing(source):
         try:
             target = Store.connect(to)
         except RelayError as exc:
@@ -880,6 +935,9 @@ def store_migrate(
             copied = store_copy.copy_tables(
                 source.engine, target.engine, {hostkey.CLUSTER_KEY: key} if key else {}
             )
+        except RelayError as exc:
+            _fail(str(exc))
+            raise  # unreachable
         finally:
             target.close()
         _emit(

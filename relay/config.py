@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 from .errors import BadRequest
 from .limits import Limits
-from .names import is_valid_hostname
+from .names import is_valid_hostname, is_valid_label
 from .rewrite import IPNetwork
 
 
@@ -88,6 +88,9 @@ class Config:
     public_url: str | None = None  # None: http://DOMAIN:HTTP_PORT once the port is known
     limits: Limits = field(default_factory=Limits)
     metrics_bind: tuple[str, int] | None = None  # Prometheus metrics listener; None: off
+    store_url: str | None = None  # a cluster's PostgreSQL store; None: the data dir's SQLite file
+    node: str = ""  # this node's name in the cluster ("" for a single SQLite relay)
+    cluster_address: tuple[str, int] | None = None  # where other nodes reach this one
 
     def __post_init__(self) -> None:
         if not is_valid_hostname(self.domain):
@@ -100,12 +103,33 @@ class Config:
             raise BadRequest("--tls-dir needs --https-port (and --tls-cert/--tls-key for other names)")
         if self.metrics_bind is not None and self.metrics_bind[1] in {self.http_port, self.https_port} - {0}:
             raise BadRequest("--metrics-bind must not be a visitor port: metrics are for the operator only")
+        self._check_cluster()
         if self.public_url is not None:
             public = PublicUrl.parse(self.public_url)
             if public.domain != self.domain:
                 raise BadRequest(
                     f"--public-url host {public.domain!r} must be the relay domain {self.domain!r}"
                 )
+
+    def _check_cluster(self) -> None:
+        if self.store_url is None:
+            if self.node or self.cluster_address is not None:
+                raise BadRequest(
+                    "--node and --cluster-address are for a cluster: give --store postgresql://… too"
+                )
+            return
+        if not self.store_url.startswith(("postgresql://", "postgres://")):
+            raise BadRequest(f"--store must be a postgresql:// URL, not {self.store_url.split(':', 1)[0]!r}")
+        if not self.node:
+            raise BadRequest(
+                "a node of a cluster needs a name: --node NAME (one DNS label, unique in the cluster)"
+            )
+        if not is_valid_label(self.node):
+            raise BadRequest(f"invalid --node {self.node!r}: one DNS label (a-z, 0-9, -)")
+        if self.cluster_address is None:
+            raise BadRequest(
+                "a node of a cluster needs --cluster-address HOST:PORT (where the other nodes reach it)"
+            )
 
     def resolved_public_url(self, http_port: int, https_port: int | None) -> PublicUrl:
         if self.public_url is not None:

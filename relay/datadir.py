@@ -12,6 +12,32 @@ from .errors import StoreError
 DB_FILE = "relay.db"
 HOST_KEY_FILE = "ssh_host_ed25519_key"
 LOCK_FILE = "relay.lock"
+#: Written by ``relay serve --store``: the cluster store this data dir's node serves, so that admin
+#: commands run with this data dir act on it (and a plain ``relay serve`` here is refused).
+STORE_URL_FILE = "store.url"
+
+
+def recorded_store(data_dir: Path) -> str | None:
+    """The cluster store ``data_dir``'s node serves, if it is one."""
+    path = data_dir / STORE_URL_FILE
+    check_private(path)
+    try:
+        return path.read_text().strip() or None
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StoreError(f"cannot read {path}: {exc.strerror}") from exc
+
+
+def record_store(data_dir: Path, url: str) -> None:
+    """Remember ``url`` for :func:`recorded_store` (0600: it may hold the database's password)."""
+    path = data_dir / STORE_URL_FILE
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(url + "\n")
+    except OSError as exc:
+        raise StoreError(f"cannot write {path}: {exc.strerror}") from exc
 
 
 def default_data_dir() -> Path:

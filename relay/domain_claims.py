@@ -11,6 +11,7 @@ from .dnscheck import DnsChecker
 from .domains import challenge_refusal, new_challenge, records_to_create, validate_domain
 from .errors import Conflict, NotFound, RelayError
 from .store import DomainClaim, Store
+from .storereads import RunReads, inline
 
 
 def add(store: Store, raw_domain: str, user: str, *, relay_domain: str) -> DomainClaim:
@@ -26,14 +27,16 @@ async def verify(
     *,
     relay_domain: str,
     write: Callable[[Callable[[Store], None]], Awaitable[None]] | None = None,
+    read: RunReads = inline,
 ) -> DomainClaim:
     """Verify a claim of ``raw_domain`` (``user``'s, or whichever claim's value DNS holds).
 
     Raises :class:`RelayError` with the reason when DNS does not prove it. ``write`` runs the store
-    write (the running relay passes its writer; the admin CLI writes directly).
+    write (the running relay passes its writer; the admin CLI writes directly); ``read`` runs its
+    reads (the relay's reader threads on PostgreSQL).
     """
     domain = validate_domain(raw_domain, relay_domain=relay_domain)
-    claims = store.list_domains(user, domain)
+    claims = await read(lambda: store.list_domains(user, domain))
     if not claims:
         who = f" by {user}" if user else ""
         raise NotFound(f"no claim of {domain}{who}; add it first: domain add {domain}")
@@ -48,7 +51,7 @@ async def verify(
                 mark(store)
             else:  # the running relay: off the event loop
                 await write(mark)
-            done = store.domain_claim(domain, claim.user)
+            done = await read(partial(store.domain_claim, domain, claim.user))
             assert done is not None
             return done
     reason = challenge_refusal(domain, claims[0].challenge, found) if len(claims) == 1 else None

@@ -198,6 +198,13 @@ class Limits:
         "how often open WebSockets are checked against their credential, share or link; one that "
         "lost its access (revoked, expired, made private) is closed within this time",
     )
+    # -- cluster (a PostgreSQL store) --------------------------------------------------------------
+    store_outage_grace: float = _limit(
+        60.0,
+        "s",
+        "while the cluster's database cannot be reached, credentials and shares already cached keep "
+        "serving this long after the last contact; then requests that need the store get 503",
+    )
     # -- lifecycle ---------------------------------------------------------------------------------
     shutdown_grace: float = _limit(30.0, "s", "SIGTERM waits this long for in-flight requests")
 

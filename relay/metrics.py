@@ -20,6 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from . import __version__
+from .storereads import RunReads, inline
 from .tunnels import Registry, Tunnel
 
 log = logging.getLogger(__name__)
@@ -161,9 +162,11 @@ class RelayCollector(Collector):
         yield from (all_bytes, up, requests, tunnel_bytes)
 
 
-def metrics_app(registry: CollectorRegistry) -> web.Application:
+def metrics_app(registry: CollectorRegistry, reads: RunReads = inline) -> web.Application:
+    """``reads``: where a scrape runs (its collectors read the store: off the loop on PostgreSQL)."""
+
     async def metrics(request: web.Request) -> web.Response:
-        body = generate_latest(registry)
+        body = await reads(lambda: generate_latest(registry))
         return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
     app = web.Application()

@@ -58,6 +58,11 @@ def validate_name(name: str) -> str:
     return name
 
 
+def is_valid_label(text: str) -> bool:
+    """One lowercase DNS label (a node's name, say)."""
+    return bool(_LABEL.fullmatch(text))
+
+
 def is_valid_hostname(host: str) -> bool:
     return bool(_HOSTNAME.fullmatch(host))
 

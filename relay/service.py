@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 import sys
@@ -20,21 +19,25 @@ from . import client_wheel, hostkey, onboarding
 from .admission import raise_fd_limit
 from .audit import AuditLog, Event, write_batch
 from .auth import FailureLimiter
+from .cluster import setup as cluster_setup
+from .cluster.link import HopOpener, HopServer
+from .cluster.node import ClusterNode
 from .config import Config, PublicUrl
 from .dashboard import DashboardContext, dashboard_app
 from .dashboard import seam as dashboard_seam
-from .datadir import DataDirLock, ensure_data_dir
+from .datadir import STORE_URL_FILE, DataDirLock, ensure_data_dir, record_store, recorded_store
 from .dnscheck import DnsChecker
-from .errors import StoreError
+from .errors import Conflict, StoreError
 from .inspector import Inspector
 from .logfmt import emit
 from .metrics import HostTotals, Meter, RelayCollector, metrics_app
 from .proxy import Proxy
 from .proxy.visitor_stream import VisitorStream
 from .ssh import SshConnections, SshContext, start_ssh_server, start_stream_server
-from .ssh.aliases import Alias, AliasTable, recheck_jumps
+from .ssh.aliases import Alias, AliasTable, jump_hosts, recheck_jumps
 from .ssh.stream_server import StreamListener
 from .store import STORE_ERRORS, Store
+from .storereads import StoreReads
 from .storewriter import StoreWriter
 from .tls import CertificateSet
 from .tunnels import Registry, Tunnel
@@ -62,6 +65,9 @@ class Bootstrap:
 
 
 class RelayService:
+    #: Where store reads run: the loop (SQLite) or reader threads (PostgreSQL); set by open_store.
+    reads: StoreReads
+
     def __init__(self, config: Config) -> None:
         self.config = config
         self.registry = Registry()
@@ -73,6 +79,10 @@ class RelayService:
         self.ssh_connections = SshConnections()
         self._lock = DataDirLock(config.data_dir)
         self.store: Store | None = None
+        self._listen_task: asyncio.Task[None] | None = None
+        self.node: ClusterNode | None = None  # this node's place in a cluster (None: a single relay)
+        self.hops: HopServer | None = None
+        self.cluster_secret = ""
         #: Store writes off the event loop (opened with the store, in its own thread).
         self.writer: StoreWriter | None = None
         self.proxy: Proxy | None = None
@@ -89,32 +99,52 @@ class RelayService:
         self._dashboard_runner: web.AppRunner | None = None
 
     def open_store(self) -> Store:
-        """Data dir, lock, store and host key; creates the first admin on an empty store."""
-        ensure_data_dir(self.config.data_dir)
+        """Data dir, lock, store and host key; creates the first admin on an empty store. On the
+        event loop's thread, before it serves: the only store work the loop ever does itself."""
+        cfg = self.config
+        ensure_data_dir(cfg.data_dir)
         self._lock.acquire()
-        store = Store.open(self.config.data_dir)
+        recorded = recorded_store(cfg.data_dir)
+        if recorded and cfg.store_url is None:
+            from .store.postgres import redact
+
+            raise StoreError(
+                f"{cfg.data_dir} is a cluster node's data dir (its store: {redact(recorded)}); "
+                f"serve it with --store, or remove {cfg.data_dir / STORE_URL_FILE} to serve its own "
+                "SQLite store"
+            )
+        store = Store.at(cfg.data_dir, cfg.store_url)
         self.store = store
-        self.host_key = hostkey.load_or_create(self.config.data_dir)
+        if store.clustered:
+            self.cluster_secret = cluster_setup.check_joining(store, cfg.node)
+        if cfg.store_url and cfg.store_url != recorded:
+            record_store(cfg.data_dir, cfg.store_url)
+        self.reads = StoreReads(store)
+        self.host_key = hostkey.for_store(store, cfg.data_dir)
         self.host_fingerprint = hostkey.fingerprint(self.host_key)
         if store.count_users() == 0:
-            store.add_user(BOOTSTRAP_ADMIN, admin=True)
-            _, token = store.create_token(BOOTSTRAP_ADMIN, label="first start")
-            self.bootstrap = Bootstrap(BOOTSTRAP_ADMIN, token)
-        store.clear_live()
-        store.record_relay_domain(self.config.domain)
+            try:
+                store.add_user(BOOTSTRAP_ADMIN, admin=True)
+            except Conflict:  # another node of the cluster, starting at the same moment, made it
+                pass
+            else:
+                _, token = store.create_token(BOOTSTRAP_ADMIN, label="first start")
+                self.bootstrap = Bootstrap(BOOTSTRAP_ADMIN, token)
+        store.clear_live(cfg.node)
+        store.record_relay_domain(cfg.domain)
         self.registry.subscribe(self._on_registry_change)
         return store
 
     def _on_registry_change(self, host: str, tunnel: Tunnel | None) -> None:
         # Queued, never awaited: the live table is informational (``relay tunnels``), and a store
         # held by another process must not stall the loop; failures are logged by the writer.
-        writer = self._writer()
+        writer, node = self._writer(), self.config.node
         if tunnel is None:
-            writer.submit(lambda store: store.drop_live(host), "drop_live")
+            writer.submit(lambda store: store.drop_live(host, node), "drop_live")
             writer.submit(lambda store: store.record_seen(host), "record_seen")
         else:
             user_id, client, since = tunnel.user_id, tunnel.client, tunnel.since
-            writer.submit(lambda store: store.put_live(host, user_id, client, since), "put_live")
+            writer.submit(lambda store: store.put_live(host, user_id, client, since, node), "put_live")
             writer.submit(lambda store: store.record_seen(host, client=client, at=since), "record_seen")
 
     def _open_ssh(self, transport: asyncio.Transport) -> asyncio.Protocol:
@@ -134,16 +164,16 @@ class RelayService:
     def _on_alias_change(self, key: str, alias: Alias | None) -> None:
         # Aliases share the live table with tunnels (``relay tunnels``), keyed HOST:PORT: a key no
         # HTTP host can have. They have no offline page, so no last-seen time is kept.
-        writer = self._writer()
+        writer, node = self._writer(), self.config.node
         if alias is None:
-            writer.submit(lambda store: store.drop_live(key), "drop_live")
+            writer.submit(lambda store: store.drop_live(key, node), "drop_live")
         else:
             user_id, client, since = alias.user_id, alias.client, alias.since
-            writer.submit(lambda store: store.put_live(key, user_id, client, since), "put_live")
+            writer.submit(lambda store: store.put_live(key, user_id, client, since, node), "put_live")
 
     def _writer(self) -> StoreWriter:
         if self.writer is None:
-            self.writer = StoreWriter(self.config.data_dir)
+            self.writer = StoreWriter(self.config.data_dir, self.config.store_url)
         return self.writer
 
     async def start(self) -> None:
@@ -203,10 +233,12 @@ class RelayService:
                         user, token, public.domain, self.ssh_port, self.host_fingerprint
                     ),
                     aliases=self._alias_rows,
+                    reads=self.reads.run,
                 )
             ),
             cfg.data_dir,
         )
+        node = await self._start_cluster() if store.clustered else None
         self.proxy = Proxy(
             registry=self.registry,
             store=store,
@@ -221,6 +253,8 @@ class RelayService:
             dashboard=dashboard,
             client_wheel=wheel,
             open_ssh=self._open_ssh,
+            reads=self.reads.run,
+            locate=node.tunnel_for if node is not None else None,
         )
         ssh_ctx = SshContext(
             store=store,
@@ -235,6 +269,8 @@ class RelayService:
             inspector=self.inspector,
             meter=self.meter,
             aliases=self.aliases,
+            reads=self.reads.run,
+            reads_off_loop=self.reads.off_loop,
         )
         ssh_ctx.aliases.subscribe(self._on_alias_change)
         self._ssh = await start_ssh_server(ssh_ctx, cfg.bind, cfg.ssh_port, self.host_key)
@@ -242,6 +278,8 @@ class RelayService:
         self.ssh_port = ssh_ctx.ssh_port = self._ssh.sockets[0].getsockname()[1]
         endpoint = f"{public.domain}:{self.ssh_port}"  # for the connect strings admin commands print
         self._writer().submit(lambda store: store.record_setting("ssh_endpoint", endpoint), "ssh_endpoint")
+        self._listen()
+        self.reads.guard_loop()  # from here on, a PostgreSQL query on the loop is an error
         self._stats_task = asyncio.ensure_future(self._write_stats())
         self._recheck_task = asyncio.ensure_future(self._recheck_credentials())
         self._purge_task = asyncio.ensure_future(self._purge_sessions())
@@ -249,6 +287,65 @@ class RelayService:
         self._audit_task = asyncio.ensure_future(self.audit.run(AUDIT_FLUSH_INTERVAL))
         if cfg.metrics_bind is not None:
             await self._start_metrics(*cfg.metrics_bind)
+
+    def _listen(self) -> None:
+        """A cluster node follows other nodes' changes (LISTEN/NOTIFY) to keep its caches and its
+        route table true; each new listening connection reloads the routes (notices are lost
+        while it is down)."""
+        store, url, node = self.store, self.config.store_url, self.node
+        if store is None or url is None or node is None:
+            return
+        from .store.changes import ChangeFeed, listen  # psycopg: a cluster only
+        from .store.cluster import ROUTES_CHANNEL
+        from .store.postgres import PostgresEngine, connect_string
+
+        engine = store.engine
+        assert isinstance(engine, PostgresEngine)
+        engine.feed = feed = ChangeFeed(grace=self.config.limits.store_outage_grace)
+        self._listen_task = asyncio.ensure_future(
+            listen(
+                connect_string(url),
+                feed,
+                channels={ROUTES_CHANNEL: node.on_route_notice},
+                on_connect=node.reload,
+                where=engine.where,
+            )
+        )
+
+    async def _start_cluster(self) -> ClusterNode:
+        """This node's link listener (at --cluster-address), its row in the store, its heartbeat."""
+        cfg, store = self.config, self.store
+        assert store is not None and cfg.cluster_address is not None
+        secret = self.cluster_secret.encode()
+        opener = HopOpener(me=cfg.node, secret=secret, source=cfg.cluster_address[0])
+        self.node = node = ClusterNode(
+            name=cfg.node,
+            store=store,
+            reads=self.reads.run,
+            registry=self.registry,
+            close_tunnel=self.ssh_connections.close_tunnel,
+            open_hop=opener.opener,
+        )
+        self.hops = HopServer(
+            me=cfg.node,
+            secret=secret,
+            registry=self.registry,
+            node_addresses=lambda: [n.address for n in node.nodes.values() if n.name != cfg.node],
+            stall=cfg.limits.stream_idle_timeout,
+        )
+        host, port = cfg.cluster_address
+        link = await asyncio.get_running_loop().create_server(
+            self.hops.protocol, host, port, reuse_address=True
+        )
+        self._servers.append(link)
+        bound = link.sockets[0].getsockname()
+        node.address = f"[{bound[0]}]:{bound[1]}" if ":" in bound[0] else f"{bound[0]}:{bound[1]}"
+        store.register_node(cfg.node, node.address, node.incarnation)  # before the loop is guarded
+        node.nodes = {n.name: n for n in store.nodes()}
+        node.routes = store.routes()
+        emit(log, logging.INFO, "cluster.joined", node=cfg.node, address=node.address, nodes=len(node.nodes))
+        self._node_task = asyncio.ensure_future(node.run())
+        return node
 
     @staticmethod
     async def _client_wheel() -> client_wheel.Wheel | None:
@@ -278,7 +375,7 @@ class RelayService:
                 served=portal.serves,
             )
         )
-        self._metrics_runner = runner = web.AppRunner(metrics_app(registry), access_log=None)
+        self._metrics_runner = runner = web.AppRunner(metrics_app(registry, self.reads.run), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, address, port, reuse_address=True)
         await site.start()
@@ -307,7 +404,8 @@ class RelayService:
             assert self.store is not None
             rows = [(t.host, t.bytes_in, t.bytes_out) for t in self.registry.all()]
             if rows:
-                self._writer().submit(partial(Store.update_live_bytes, rows=rows), "update_live_bytes")
+                write = partial(Store.update_live_bytes, rows=rows, node=self.config.node)
+                self._writer().submit(write, "update_live_bytes")
 
     async def _purge_sessions(self) -> None:
         """Expired sessions are refused at once; their rows go here, on a timer, not per sign-in."""
@@ -321,10 +419,12 @@ class RelayService:
     async def _recheck_credentials(self) -> None:
         while True:
             await asyncio.sleep(CREDENTIAL_RECHECK_INTERVAL)
-            assert self.store is not None
-            self.ssh_connections.recheck(self.store, self.config.domain)
+            store = self.store
+            assert store is not None
+            await self.ssh_connections.recheck(store, self.config.domain, self.reads.run)
             try:
-                closed = recheck_jumps(self.aliases, self.store.shared_with)
+                shared = await self.reads.run(partial(_shares_of, store, jump_hosts(self.aliases)))
+                closed = recheck_jumps(self.aliases, shared)
             except STORE_ERRORS as exc:  # the next pass retries; open jumps stay until then
                 emit(log, logging.WARNING, "alias.recheck_failed", error=exc)
                 continue
@@ -362,7 +462,10 @@ class RelayService:
         await self.ssh_connections.close_all("relay is shutting down; reconnect in a moment", wait=5.0)
         if self._metrics_runner is not None:
             await self._metrics_runner.cleanup()
-        for task_name in ("_stats_task", "_recheck_task", "_purge_task", "_upgrades_task", "_audit_task"):
+        for task_name in (
+            "_stats_task", "_recheck_task", "_purge_task", "_upgrades_task", "_audit_task", "_listen_task",
+            "_node_task",
+        ):  # fmt: skip
             task = getattr(self, task_name, None)
             if task is not None:
                 task.cancel()
@@ -370,11 +473,20 @@ class RelayService:
             for tunnel in self.registry.all():  # their close events, before the last batch
                 self.audit.on_registry_change(tunnel.host, None)
             self.audit.flush()
-        if self.writer is not None:
-            self.writer.close()  # what was queued is written first
+        if self.hops is not None:
+            self.hops.close()
         if self.store is not None:
-            with contextlib.suppress(StoreError):
-                self.store.clear_live()
+            node = self.config.node
+            if self.node is not None:  # the other nodes forget this one at once (not in 10 s)
+                incarnation = self.node.incarnation
+                self._writer().submit(lambda store: store.leave(node, incarnation), "leave")
+            self._writer().submit(lambda store: store.clear_live(node), "clear_live")
+            self._writer().close()  # what was queued is written first
+            self.reads.close()
             self.store.close()
         self._lock.release()
         sys.stdout.flush()
+
+
+def _shares_of(store: Store, hosts: set[str]) -> dict[str, frozenset[int]]:
+    return {host: store.shared_with(host) for host in hosts}

@@ -29,8 +29,10 @@ Write = Callable[[Store], T]
 
 
 class StoreWriter:
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, url: str | None = None) -> None:
+        """Writes to ``url``'s PostgreSQL store if given, else to the data dir's SQLite file."""
         self._data_dir = data_dir
+        self._url = url
         self._local = threading.local()
         # One thread: writes apply in the order they were submitted, one transaction at a time.
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="store-writer")
@@ -38,7 +40,7 @@ class StoreWriter:
     def _store(self) -> Store:
         store: Store | None = getattr(self._local, "store", None)
         if store is None:  # opened in the writer thread: an SQLite connection stays in its thread
-            store = self._local.store = Store.open(self._data_dir, check=False)
+            store = self._local.store = Store.at(self._data_dir, self._url, check=False)
         return store
 
     async def run(self, write: Write[T]) -> T:

@@ -10,7 +10,7 @@ from hypothesis import settings
 
 from relay.datadir import ensure_data_dir
 from relay.store import Store
-from tests.pgserver import PostgresServer
+from tests.pgserver import PostgresServer, shared_server
 
 # No per-example deadline: the parsers are fast, but CI machines are shared and a slow example is
 # not a failure of the rule under test. Examples per test stay at hypothesis's default (100).
@@ -19,14 +19,9 @@ settings.load_profile("relay")
 
 
 @pytest.fixture(scope="session")
-def postgres() -> Iterator[PostgresServer]:
-    """One real PostgreSQL server for the whole run (started on first use)."""
-    server = PostgresServer()
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
+def postgres() -> PostgresServer:
+    """One real PostgreSQL server for the whole run (started on first use, stopped at exit)."""
+    return shared_server()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -8,6 +8,7 @@ must survive a power cut).
 
 from __future__ import annotations
 
+import atexit
 import glob
 import itertools
 import os
@@ -114,3 +115,17 @@ class PostgresServer:
                 self._proc.kill()
                 self._proc.wait()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+_shared: PostgresServer | None = None
+
+
+def shared_server() -> PostgresServer:
+    """The one server of this test process, started on first use and stopped at exit."""
+    global _shared
+    if _shared is None:
+        server = PostgresServer()
+        server.start()
+        atexit.register(server.stop)
+        _shared = server
+    return _shared

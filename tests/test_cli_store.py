@@ -3,6 +3,7 @@ admin commands run against it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ from typer.testing import CliRunner
 
 from relay import hostkey
 from relay.cli import app
-from relay.datadir import DataDirLock, ensure_data_dir
+from relay.datadir import DataDirLock, ensure_data_dir, record_store
 from relay.store import AuditRow, Store
 from relay.store.copy import SKIPPED
 from relay.store.schema import TABLES
@@ -141,3 +142,44 @@ def test_admin_commands_run_against_the_cluster_store(postgres: PostgresServer, 
     code, out = invoke("user", "list", "--store", "postgresql://relay@127.0.0.1:1/x")
     assert code == 1 and "cannot connect" in out
     assert not (tmp_path / "data").exists()  # no data dir was made for a cluster command
+
+
+NOWHERE = "postgresql://relay@127.0.0.1:1/relay"  # nothing listens on port 1
+ADDRESS = "127.0.0.1:0"
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--node", "n1"], "--node and --cluster-address are for a cluster"),
+        (["--store", "mysql://db/relay", "--node", "n1", "--cluster-address", ADDRESS], "postgresql://"),
+        (["--store", NOWHERE, "--cluster-address", ADDRESS], "--node NAME"),
+        (["--store", NOWHERE, "--node", "N_1", "--cluster-address", ADDRESS], "invalid --node"),
+        (["--store", NOWHERE, "--node", "n1"], "--cluster-address HOST:PORT"),
+        (["--store", NOWHERE, "--node", "n1", "--cluster-address", ADDRESS], f"cannot connect to {NOWHERE}"),
+    ],
+)  # fmt: skip
+def test_serve_refuses_a_cluster_it_cannot_join_with_a_clear_error(
+    tmp_path: Path, args: list[str], says: str
+) -> None:
+    tmp_path.chmod(0o700)
+    code, out = invoke(
+        "serve", "--data-dir", str(tmp_path / "data"), "--http-port", "0", "--ssh-port", "0", *args
+    )
+    assert code == 1 and says in out, out
+
+
+def test_a_cluster_nodes_data_dir_is_not_served_as_a_single_relay(
+    tmp_path: Path, postgres: PostgresServer
+) -> None:
+    tmp_path.chmod(0o700)
+    data = ensure_data_dir(tmp_path / "data")
+    url = postgres.new_database()
+    record_store(data, url)
+    code, out = invoke("serve", "--data-dir", str(data), "--http-port", "0", "--ssh-port", "0")
+    assert code == 1 and "a cluster node's data dir" in out and "store.url" in out
+    assert not (data / "relay.db").exists()
+    code, out = invoke("user", "add", "fred", "--data-dir", str(data), "--json")  # admin commands follow it
+    assert code == 0, out
+    with contextlib.closing(Store.connect(url)) as store:
+        assert store.get_user("fred").name == "fred"

@@ -38,6 +38,7 @@ from ..protocol import (
     DASHBOARD_USER_HEADER,
 )
 from ..store import STORE_ERRORS, Store, User, parse_duration
+from ..storereads import RunReads, inline
 from ..storewriter import StoreWriter
 from ..tunnels import Registry
 from . import rules
@@ -68,6 +69,8 @@ class DashboardContext:
     connect_string: Callable[[str, str], str] = field(default=lambda user, token: "")
     #: The user's live TCP aliases (user id) -> rows with ``alias``, ``hint``, ``client``, ``since``.
     aliases: Callable[[int], list[dict[str, object]]] = field(default=lambda user_id: [])
+    #: Runs the pages' store reads (in reader threads on PostgreSQL: never on the loop).
+    reads: RunReads = inline
 
 
 @dataclass(frozen=True)
@@ -124,9 +127,17 @@ class Dashboard:
 
     # -- pages ---------------------------------------------------------------------------------
 
+    async def visitor(self, request: web.Request) -> Visitor:
+        store = self.ctx.store
+        return await self.ctx.reads(lambda: _visitor(request, store))
+
     async def home(self, request: web.Request) -> web.Response:
-        visitor = _visitor(request, self.ctx.store)
-        ctx, user = self.ctx, visitor.user
+        visitor = await self.visitor(request)
+        values = await self.ctx.reads(lambda: self._home(visitor.user))
+        return self.page("home.html", visitor, **values, flash=request.query.get("done", "")[:200])
+
+    def _home(self, user: User) -> dict[str, Any]:
+        ctx = self.ctx
         own, shared = host_rows(ctx.store, ctx.registry, ctx.public, user)
         values: dict[str, Any] = {
             "own": own,
@@ -134,12 +145,11 @@ class Dashboard:
             "aliases": ctx.aliases(user.id),
             "tokens": ctx.store.list_tokens(user.name),
             "domains": self._domains(user),
-            "flash": request.query.get("done", "")[:200],
         }
         if user.is_admin:
             values["users"] = ctx.store.list_users()
             values["all_tunnels"] = sorted(ctx.registry.all(), key=lambda t: t.host)
-        return self.page("home.html", visitor, **values)
+        return values
 
     def _domains(self, user: User) -> list[dict[str, object]]:
         out = []
@@ -153,13 +163,14 @@ class Dashboard:
         return out
 
     async def tunnel(self, request: web.Request) -> web.Response:
-        visitor = _visitor(request, self.ctx.store)
+        visitor = await self.visitor(request)
         host = request.query.get("host", "").lower()
-        refusal = self._refusal(visitor, host)
+        refusal = await self.ctx.reads(lambda: self._refusal(visitor, host))
         if refusal is not None:
             return refusal
-        view = tunnel_view(
-            self.ctx.store, self.ctx.registry, self.ctx.inspector, self.ctx.public, host, visitor.user
+        ctx = self.ctx
+        view = await ctx.reads(
+            lambda: tunnel_view(ctx.store, ctx.registry, ctx.inspector, ctx.public, host, visitor.user)
         )
         return self.page("tunnel.html", visitor, **view, flash=request.query.get("done", "")[:200])
 
@@ -176,7 +187,7 @@ class Dashboard:
     # -- the inspector's event stream ------------------------------------------------------------
 
     async def events(self, request: web.Request) -> web.StreamResponse:
-        visitor = _visitor(request, self.ctx.store)
+        visitor = await self.visitor(request)
         origin, site = request.headers.get("Origin"), request.headers.get("Sec-Fetch-Site")
         if (origin is not None and origin != self.ctx.public.relay_origin) or site not in (
             None,
@@ -184,7 +195,7 @@ class Dashboard:
         ):
             return web.Response(status=403, text="cross-origin event stream refused")
         host = request.query.get("host", "").lower()
-        refusal = self._refusal(visitor, host)
+        refusal = await self.ctx.reads(lambda: self._refusal(visitor, host))
         if refusal is not None:
             return refusal
         queue: asyncio.Queue[Row] = asyncio.Queue(maxsize=500)
@@ -203,7 +214,8 @@ class Dashboard:
         await stream.prepare(request)
         stop = self.ctx.inspector.watch(lambda candidate: candidate == host, watch)
         try:
-            while self.ctx.store.session_alive(visitor.session):
+            store = self.ctx.store
+            while await self.ctx.reads(lambda: store.session_alive(visitor.session)):
                 try:
                     row = await asyncio.wait_for(queue.get(), EVENTS_HEARTBEAT)
                 except (TimeoutError, asyncio.TimeoutError):
@@ -217,7 +229,7 @@ class Dashboard:
     # -- changes -------------------------------------------------------------------------------
 
     async def _form(self, request: web.Request) -> tuple[Visitor, dict[str, str]]:
-        visitor = _visitor(request, self.ctx.store)
+        visitor = await self.visitor(request)
         form = {k: str(v) for k, v in (await request.post()).items()}
         if not rules.csrf_ok(form.get("csrf", ""), visitor.csrf):
             raise web.HTTPForbidden(text="missing or wrong CSRF token; reload the page and try again")
@@ -251,8 +263,11 @@ class Dashboard:
             "domain-verify": self._domain_verify, "close": self._close,
         }  # fmt: skip
 
-    def _owned(self, visitor: Visitor, target: str) -> tuple[str, int]:
-        host, owner = sharing.owned_host(target, store=self.ctx.store, relay_domain=self.ctx.public.domain)
+    async def _owned(self, visitor: Visitor, target: str) -> tuple[str, int]:
+        store, domain = self.ctx.store, self.ctx.public.domain
+        host, owner = await self.ctx.reads(
+            lambda: sharing.owned_host(target, store=store, relay_domain=domain)
+        )
         if owner is None or not rules.may_manage(
             caller_id=visitor.user.id, owner_id=owner, admin=visitor.user.is_admin
         ):
@@ -270,22 +285,22 @@ class Dashboard:
             )
 
     async def _share(self, visitor: Visitor, form: dict[str, str]) -> web.Response:
-        host, owner = self._owned(visitor, form.get("host", ""))  # 403 for another user's host
-        new = sharing.plan_share(
+        host, owner = await self._owned(visitor, form.get("host", ""))  # 403 for another user's host
+        new = await self.ctx.reads(lambda: sharing.plan_share(
             self.ctx.store, host, form.get("with", ""), form.get("expires", "").strip() or None,
             caller_id=owner, admin=True, relay_domain=self.ctx.public.domain,
-        )  # fmt: skip
+        ))  # fmt: skip
         most = self.ctx.limits.share_max_users_per_host
         share = await self.ctx.writer.run(lambda own: sharing.add_share(own, new, most))
         self._record(visitor, "share_add", host, owner, id=share.id, kind="user", who=new.with_name)
         return self._back(host, f"shared with {new.with_name}")
 
     async def _link(self, visitor: Visitor, form: dict[str, str]) -> web.Response:
-        host, owner = self._owned(visitor, form.get("host", ""))  # 403 for another user's host
-        new = sharing.plan_link(
+        host, owner = await self._owned(visitor, form.get("host", ""))  # 403 for another user's host
+        new = await self.ctx.reads(lambda: sharing.plan_link(
             self.ctx.store, host, form.get("expires", "").strip() or None, form.get("label"),
             caller_id=owner, admin=True, relay_domain=self.ctx.public.domain,
-        )  # fmt: skip
+        ))  # fmt: skip
         most = self.ctx.limits.share_max_links_per_host
         share = await self.ctx.writer.run(lambda own: sharing.add_link(own, new, most))
         self._record(visitor, "link_add", host, owner, id=share.id, kind="link", who=sharing.who(share))
@@ -295,8 +310,9 @@ class Dashboard:
         )
 
     async def _revoke(self, visitor: Visitor, form: dict[str, str]) -> web.Response:
-        share = self.ctx.store.get_share(form.get("id", ""))
-        self._owned(visitor, share.host)
+        store = self.ctx.store
+        share = await self.ctx.reads(lambda: store.get_share(form.get("id", "")))
+        await self._owned(visitor, share.host)
         await self.ctx.writer.run(lambda own: own.revoke_share(share.id, owner_id=share.owner_id))
         self._record(
             visitor,
@@ -310,7 +326,7 @@ class Dashboard:
         return self._back(share.host, f"revoked {sharing.who(share)}")
 
     async def _public(self, visitor: Visitor, form: dict[str, str]) -> web.Response:
-        host, owner = self._owned(visitor, form.get("host", ""))
+        host, owner = await self._owned(visitor, form.get("host", ""))
         on = form.get("on") == "on"
         if await self.ctx.writer.run(lambda own: own.set_public(host, owner, on)):
             self._record(visitor, "public_on" if on else "public_off", host, owner)
@@ -332,7 +348,8 @@ class Dashboard:
 
     async def _token_revoke(self, visitor: Visitor, form: dict[str, str]) -> web.Response:
         token_id = form.get("id", "")
-        mine = {t.id for t in self.ctx.store.list_tokens(visitor.user.name)}
+        store = self.ctx.store
+        mine = {t.id for t in await self.ctx.reads(lambda: store.list_tokens(visitor.user.name))}
         if token_id not in mine:
             raise RelayError(f"no token {token_id[:40]!r} of yours", status=403)
         await self.ctx.writer.run(lambda own: own.revoke_token(token_id))
@@ -350,7 +367,7 @@ class Dashboard:
     async def _domain_verify(self, visitor: Visitor, form: dict[str, str]) -> web.Response:
         claim = await domain_claims.verify(
             self.ctx.store, self.ctx.dns, form.get("domain", ""), visitor.user.name,
-            relay_domain=self.ctx.public.domain, write=self.ctx.writer.run,
+            relay_domain=self.ctx.public.domain, write=self.ctx.writer.run, read=self.ctx.reads,
         )  # fmt: skip
         self._record(visitor, "domain_verify", claim.domain, visitor.user.id)
         return self._back(None, f"{claim.domain} is verified")

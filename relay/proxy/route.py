@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .. import audit, auth, pages, sharing
@@ -95,8 +96,12 @@ class Router:
         trust_proxy: tuple[IPNetwork, ...],
         audit_log: audit.AuditLog | None = None,
         dashboard: Tunnel | None = None,
+        locate: Callable[[str], Tunnel | None] | None = None,
     ) -> None:
         self.audit = audit_log
+        #: The tunnel serving a host: the registry's, or in a cluster the node's answer (this node's
+        #: own tunnel, or a hop to the node holding it).
+        self.locate = locate or registry.get
         #: The dashboard's application (a Unix socket), reached like a tunnel; None: the plain pages.
         self.dashboard = dashboard
         self._csrf_secret = secrets.token_bytes(32)  # CSRF tokens live as long as this process
@@ -127,7 +132,7 @@ class Router:
         if host == self.public.domain:
             return self._relay_host(head, html, client)
         # 4. A tunnel (live, or an owned host whose client is away), and the relay's own paths on it.
-        tunnel = self.registry.get(host)
+        tunnel = self.locate(host)
         owner_id = tunnel.user_id if tunnel is not None else self._offline_owner(host)
         if owner_id is None:
             return Answer(Reply.error(404, f"no tunnel at {host}", html=html))

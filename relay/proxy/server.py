@@ -22,6 +22,7 @@ from ..metrics import Meter
 from ..rewrite import IPNetwork, is_trusted
 from ..sso import SsoCodes
 from ..store import Store
+from ..storereads import RunReads, inline
 from ..storewriter import StoreWriter
 from ..tunnels import Registry, Tunnel
 from .credentials import Credentials
@@ -56,6 +57,8 @@ class Proxy:
         dashboard: Tunnel | None = None,
         client_wheel: Wheel | None = None,
         open_ssh: OpenSsh | None = None,
+        reads: RunReads = inline,
+        locate: Callable[[str], Tunnel | None] | None = None,
     ) -> None:
         self.meter = meter
         self.limits = limits = limits or Limits()
@@ -90,6 +93,7 @@ class Proxy:
             trust_proxy=trust_proxy,
             audit_log=audit,
             dashboard=dashboard,
+            locate=locate,
         )
         #: Open WebSockets, re-checked every ``share_recheck_interval`` (see :meth:`watch_upgrades`).
         self.upgrades = OpenUpgrades()
@@ -103,8 +107,19 @@ class Proxy:
         )
         commit = self._committer(store, writer)
         bridge = SshBridge(open_ssh, limits) if open_ssh is not None else None
+        self.reads = reads
         self.front = Front(
-            limits, router, self.portal, forwarder, trust_proxy, forwarded, commit, inspector, meter, bridge
+            limits,
+            router,
+            self.portal,
+            forwarder,
+            trust_proxy,
+            forwarded,
+            commit,
+            inspector,
+            meter,
+            bridge,
+            reads,
         )
         self._visitors: set[Visitor] = set()
         self.draining = False
@@ -127,7 +142,7 @@ class Proxy:
 
     async def watch_upgrades(self) -> None:
         """Runs for the relay's life: closes WebSockets whose access ended (revoked, expired)."""
-        await self.upgrades.run(self.limits.share_recheck_interval)
+        await self.upgrades.run(self.limits.share_recheck_interval, self.reads)
 
     async def serve(self, stream: VisitorStream, scheme: str = "http") -> None:
         peer = stream.get_extra_info("peername")

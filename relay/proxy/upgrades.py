@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from ..logfmt import emit
 from ..store import STORE_ERRORS
+from ..storereads import RunReads, inline
 
 log = logging.getLogger(__name__)
 
@@ -43,27 +44,29 @@ class OpenUpgrades:
     def __len__(self) -> int:
         return len(self._open)
 
-    def recheck(self) -> int:
-        """Close every upgrade that would be refused now; returns how many. A store that cannot
-        answer closes nothing (the next new request gets its 503; open sockets are not cut for it)."""
+    async def recheck(self, reads: RunReads = inline) -> int:
+        """Close every upgrade that would be refused now; returns how many. The checks read the
+        store (through ``reads``: off the loop on PostgreSQL); a store that cannot answer closes
+        nothing (the next new request gets its 503; open sockets are not cut for it)."""
+        entries = list(self._open.items())
+        try:
+            verdicts = await reads(lambda: [(key, entry.still_allowed()) for key, entry in entries])
+        except STORE_ERRORS as exc:
+            emit(log, logging.WARNING, "upgrade.recheck_failed", hosts=len(entries), error=exc)
+            return 0
         closed = 0
-        for key, entry in list(self._open.items()):
-            try:
-                allowed = entry.still_allowed()
-            except STORE_ERRORS as exc:
-                emit(log, logging.WARNING, "upgrade.recheck_failed", host=entry.host, error=exc)
-                return closed
-            if not allowed:
-                self._open.pop(key, None)
+        for key, allowed in verdicts:
+            entry = self._open.pop(key, None) if not allowed else None
+            if entry is not None:
                 entry.close()
                 emit(log, logging.INFO, "upgrade.closed", host=entry.host, reason="access ended")
                 closed += 1
         return closed
 
-    async def run(self, interval: float) -> None:
+    async def run(self, interval: float, reads: RunReads = inline) -> None:
         while True:
             await asyncio.sleep(interval)
             try:
-                self.recheck()
+                await self.recheck(reads)
             except Exception:  # a bug in one check must not end the timer for every other socket
                 log.exception("re-checking open WebSockets failed")

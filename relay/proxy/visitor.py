@@ -27,6 +27,7 @@ from ..protocol import SHARE_PATH
 from ..pump import Truncated
 from ..rewrite import IPNetwork, client_address
 from ..store import STORE_ERRORS, Store
+from ..storereads import RunReads, inline
 from ..tunnels import Stream, Tunnel
 from .forward import Abort, Forwarder, Outcome, UpstreamFailed
 from .portal import Portal
@@ -83,6 +84,8 @@ class Front:
     meter: Meter | None = None
     #: SSH over WebSocket on the relay host (None: /_relay/ssh answers 404).
     ssh_bridge: SshBridge | None = None
+    #: Runs routing and the relay host's pages, which read the store (off the loop on PostgreSQL).
+    reads: RunReads = inline
 
 
 class Visitor:
@@ -329,7 +332,8 @@ class Visitor:
 
     async def _serve_request(self, head: RequestHead, client: str) -> tuple[Outcome, str | None]:
         front = self.front
-        decision = front.router.route(head, scheme=self.scheme, peer_ip=self.peer_ip, client=client)
+        route, scheme, peer_ip = front.router.route, self.scheme, self.peer_ip
+        decision = await front.reads(lambda: route(head, scheme=scheme, peer_ip=peer_ip, client=client))
         if isinstance(decision, Answer):
             return await self._answer(head, decision.reply), decision.note
         if isinstance(decision, SshWebSocket):
@@ -355,7 +359,8 @@ class Visitor:
             async with self.deadline(front.limits.http_body_idle_timeout):
                 body = await self.reader.readexactly(head.length)
             head.framing = Framing.NONE  # consumed
-        return await self._answer(head, front.portal.relay_host(head, body, client)), None
+        reply = await front.reads(lambda: front.portal.relay_host(head, body, client))
+        return await self._answer(head, reply), None
 
     async def _ssh_websocket(self, head: RequestHead, client: str) -> tuple[Outcome, str | None]:
         bridge = self.front.ssh_bridge

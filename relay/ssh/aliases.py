@@ -7,7 +7,7 @@ client. The bytes are end to end (the inner SSH to a runtime's sshd is encrypted
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import asyncssh
@@ -97,14 +97,20 @@ class AliasTable:
         return len(self._by_key)
 
 
-def recheck_jumps(aliases: AliasTable, shared_with: Callable[[str], frozenset[int]]) -> int:
+def jump_hosts(aliases: AliasTable) -> set[str]:
+    """The hosts of aliases with open jumps (whose shares :func:`recheck_jumps` needs)."""
+    return {alias.host for alias in aliases.all() if alias.splices}
+
+
+def recheck_jumps(aliases: AliasTable, shared_with: Mapping[str, frozenset[int]]) -> int:
     """Close the open jumps whose user may no longer reach the alias (a share revoked or expired),
-    as open WebSockets are re-routed: the same rule as a new jump. Returns how many were closed."""
+    as open WebSockets are re-routed: the same rule as a new jump. ``shared_with``: the users each
+    of :func:`jump_hosts` is shared with now. Returns how many were closed."""
     closed = 0
     for alias in aliases.all():
-        if not alias.splices:
+        if not alias.splices or alias.host not in shared_with:
             continue
-        shared = shared_with(alias.host)
+        shared = shared_with[alias.host]
         for splice in list(alias.splices):
             if not may_jump(user_id=splice.user_id, owner_id=alias.user_id, shared=shared):
                 splice.close()

@@ -12,6 +12,7 @@ from ..audit import AuditLog, Event
 from ..dnscheck import DnsChecker
 from ..errors import RelayError
 from ..store import STORE_ERRORS, Store
+from ..storereads import RunReads, inline
 from ..storewriter import StoreWriter
 
 EXEC_DOMAIN = "domain"
@@ -38,6 +39,7 @@ async def run_domain_command(
     audit: AuditLog | None = None,
     user_id: int | None = None,
     client: str = "",
+    reads: RunReads = inline,
 ) -> Outcome:
     """``argv`` is what follows ``domain``. ``ssh_hint`` is how this user reaches the relay over SSH
     (``ssh -p 2222 USER@HOST``), for the next step printed after ``add``."""
@@ -57,7 +59,7 @@ async def run_domain_command(
 
     try:
         if verb == "list":
-            claims = store.list_domains(user)
+            claims = await reads(lambda: store.list_domains(user))
             docs = [domain_claims.claim_doc(c, relay_domain=relay_domain) for c in claims]
             text = "".join(f"{c.domain}\t{'verified' if c.verified else 'pending'}\n" for c in claims)
             return _done(as_json, {"domains": docs}, text or "no domains\n")
@@ -75,7 +77,7 @@ async def run_domain_command(
             )
         else:
             claim = await domain_claims.verify(
-                store, checker, args[1], user, relay_domain=relay_domain, write=writer.run
+                store, checker, args[1], user, relay_domain=relay_domain, write=writer.run, read=reads
             )
             record(claim.domain)
             lines = [f"{claim.domain} is verified; bind it with: ssh -R {claim.domain}:80:localhost:PORT ..."]

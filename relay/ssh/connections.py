@@ -16,6 +16,7 @@ from ..errors import StoreError
 from ..logfmt import emit
 from ..names import HostKind, classify_host
 from ..store import Store
+from ..storereads import RunReads, inline
 
 if TYPE_CHECKING:
     from .server import RelaySSHServer
@@ -39,43 +40,38 @@ class SshConnections:
     def __len__(self) -> int:
         return len(self._all)
 
-    def recheck(self, store: Store, relay_domain: str) -> None:
+    async def recheck(self, store: Store, relay_domain: str, reads: RunReads = inline) -> None:
         """Close connections whose token was revoked or expired, or whose key or user was removed, and
-        tunnels on custom domains no longer verified for their user. A busy store closes nothing."""
-        self._recheck_domains(store, relay_domain)
-        for ssh in self:
+        tunnels on custom domains no longer verified for their user. The store is read through
+        ``reads`` (off the loop on PostgreSQL); what it cannot answer closes nothing."""
+        logged_in = [ssh for ssh in self if ssh.user is not None and ssh.conn is not None]
+        custom = [
+            (ssh, tunnel)
+            for ssh in self
+            for tunnel in list(ssh.tunnels)
+            if classify_host(tunnel.host, relay_domain) is HostKind.CUSTOM
+        ]
+        credentials = {ssh.user.credential for ssh in logged_in if ssh.user is not None}
+        owners, alive = await reads(lambda: _answers(store, {t.host for _, t in custom}, credentials))
+        for ssh, tunnel in custom:
+            if tunnel.host in owners and owners[tunnel.host] != tunnel.user_id and tunnel in ssh.tunnels:
+                emit(log, logging.INFO, "tunnel.domain_unverified", peer=ssh.peer, host=tunnel.host)
+                ssh.drop_tunnel(tunnel, "the custom domain was removed")
+        for ssh in logged_in:
             user = ssh.user
-            if user is None or ssh.conn is None:
+            if user is None or ssh.conn is None or alive.get(user.credential, True):
                 continue
-            try:
-                alive = store.credential_alive(user.credential)
-            except StoreError:
-                continue
-            if not alive:
-                # A token id or key id is logged, never a secret.
-                emit(
-                    log,
-                    logging.INFO,
-                    "ssh.credential_revoked",
-                    peer=ssh.peer,
-                    user=user.name,
-                    credential=user.credential,
-                )
-                ssh.notify("your token or key was revoked; closing")
-                ssh.conn.disconnect(asyncssh.DISC_BY_APPLICATION, "credential revoked")
-
-    def _recheck_domains(self, store: Store, relay_domain: str) -> None:
-        for ssh in self:
-            for tunnel in list(ssh.tunnels):
-                if classify_host(tunnel.host, relay_domain) is not HostKind.CUSTOM:
-                    continue
-                try:
-                    owner = store.verified_domain_owner(tunnel.host)
-                except StoreError:
-                    return
-                if owner != tunnel.user_id:
-                    emit(log, logging.INFO, "tunnel.domain_unverified", peer=ssh.peer, host=tunnel.host)
-                    ssh.drop_tunnel(tunnel, "the custom domain was removed")
+            # A token id or key id is logged, never a secret.
+            emit(
+                log,
+                logging.INFO,
+                "ssh.credential_revoked",
+                peer=ssh.peer,
+                user=user.name,
+                credential=user.credential,
+            )
+            ssh.notify("your token or key was revoked; closing")
+            ssh.conn.disconnect(asyncssh.DISC_BY_APPLICATION, "credential revoked")
 
     def close_tunnel(self, host: str, reason: str) -> bool:
         """Close the live tunnel on ``host`` (its client is told ``reason``); False if none was."""
@@ -101,3 +97,23 @@ class SshConnections:
         # Polling is enough: it runs once, at shutdown, bounded by the caller's timeout.
         while self._all:  # noqa: ASYNC110
             await asyncio.sleep(0.02)
+
+
+def _answers(
+    store: Store, hosts: set[str], credentials: set[str]
+) -> tuple[dict[str, int | None], dict[str, bool]]:
+    """Who owns each custom domain and which credentials still hold, as far as the store answers:
+    a question it cannot answer is left out (and closes nothing)."""
+    owners: dict[str, int | None] = {}
+    for host in hosts:
+        try:
+            owners[host] = store.verified_domain_owner(host)
+        except StoreError:
+            break
+    alive: dict[str, bool] = {}
+    for credential in credentials:
+        try:
+            alive[credential] = store.credential_alive(credential)
+        except StoreError:
+            continue
+    return owners, alive

@@ -30,6 +30,7 @@ from ..names import alias_port_refusal, claim_refusal, domain_bind_refusal, jump
 from ..protocol import SSH_ENCRYPTION_ALGS, TUNNEL_PORTS
 from ..sharing import may_jump
 from ..store import STORE_ERRORS, Store, User
+from ..storereads import RunReads, inline
 from ..storewriter import StoreWriter
 from ..tunnels import Registry, Tunnel, UserStreams
 from . import stream_server
@@ -69,6 +70,10 @@ class SshContext:
     aliases: AliasTable = field(default_factory=AliasTable)
     #: Channels open to each user's tunnels, all together (http_max_streams_per_user).
     user_streams: UserStreams = field(init=False)
+    #: Runs work that reads the store: on the loop (SQLite), in reader threads (PostgreSQL).
+    reads: RunReads = inline
+    #: True when ``reads`` leaves the loop: a ``-R`` then answers after its checks, not at once.
+    reads_off_loop: bool = False
 
     def __post_init__(self) -> None:
         limits = self.limits
@@ -196,12 +201,13 @@ class RelaySSHServer(asyncssh.SSHServer):
     def password_auth_supported(self) -> bool:
         return True
 
-    def validate_password(self, username: str, password: str) -> bool:
+    async def validate_password(self, username: str, password: str) -> bool:
         client = self.address
         if self.ctx.limiter.retry_after(client):
             emit(log, logging.WARNING, "ssh.auth_failed", peer=self.peer, why="too many failures")
             return False
-        user = self.ctx.store.verify_token(password.strip())
+        store = self.ctx.store
+        user = await self.ctx.reads(lambda: store.verify_token(password.strip()))
         if user is None or user.name != username:
             self.ctx.limiter.fail(client)
             # The user name is the client's text (a pasted token is redacted by logfmt).
@@ -213,10 +219,11 @@ class RelaySSHServer(asyncssh.SSHServer):
     def public_key_auth_supported(self) -> bool:
         return True
 
-    def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+    async def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
         if self.ctx.limiter.retry_after(self.address):
             return False
-        user = self.ctx.store.user_for_key(username, str(key.get_fingerprint("sha256")))
+        store, fingerprint = self.ctx.store, str(key.get_fingerprint("sha256"))
+        user = await self.ctx.reads(lambda: store.user_for_key(username, fingerprint))
         if user is None:
             self._key_refused = True
             return False
@@ -273,9 +280,28 @@ class RelaySSHServer(asyncssh.SSHServer):
                 )
                 if why is not None:
                     raise RelayError(why)
+            if self.ctx.reads_off_loop:
+                return self._bind_off_loop(user, conn, listen_host, listen_port)
             host, new_name = self._bind_target(user, listen_host)
             if new_name is not None:
                 return self._claim_then_register(user, conn, new_name, host, listen_host, listen_port)
+            return self._register(user, conn, host, listen_host, listen_port)
+        except RelayError as exc:
+            return self._refuse_forward(listen_host, listen_port, exc)
+
+    async def _bind_off_loop(
+        self, user: User, conn: asyncssh.SSHServerConnection, listen_host: str, listen_port: int
+    ) -> asyncssh.SSHListener | bool:
+        """:meth:`server_requested` when the store is read off the loop (PostgreSQL)."""
+        try:
+            try:
+                host, new_name = await self.ctx.reads(lambda: self._bind_target(user, listen_host))
+            except STORE_ERRORS as exc:
+                raise RelayError(f"the relay cannot read its store right now: {exc}") from exc
+            if new_name is not None:
+                return await self._claim_then_register(user, conn, new_name, host, listen_host, listen_port)
+            if self.lost:
+                return False
             return self._register(user, conn, host, listen_host, listen_port)
         except RelayError as exc:
             return self._refuse_forward(listen_host, listen_port, exc)
@@ -420,12 +446,34 @@ class RelaySSHServer(asyncssh.SSHServer):
             raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, "not logged in")
         host = jump_host(dest_host, domain=self.ctx.public.domain)
         alias = self.ctx.aliases.get(host, dest_port) if host is not None else None
+        if alias is not None and self.ctx.reads_off_loop:
+            return self._jump_off_loop(user, alias, dest_host, dest_port, orig_host, orig_port)
         try:
             shared = self.ctx.store.shared_with(alias.host) if alias is not None else frozenset()
         except STORE_ERRORS as exc:  # who may reach it is unknown: refused, nothing opened
-            raise asyncssh.ChannelOpenError(
-                asyncssh.OPEN_CONNECT_FAILED, f"the relay cannot read its store right now: {exc}"
-            ) from None
+            raise _store_unreadable(exc) from None
+        return self._jump(user, alias, shared, dest_host, dest_port, orig_host, orig_port)
+
+    async def _jump_off_loop(
+        self, user: User, alias: Alias, dest_host: str, dest_port: int, orig_host: str, orig_port: int
+    ) -> Splice:
+        store = self.ctx.store
+        try:
+            shared = await self.ctx.reads(lambda: store.shared_with(alias.host))
+        except STORE_ERRORS as exc:
+            raise _store_unreadable(exc) from None
+        return await self._jump(user, alias, shared, dest_host, dest_port, orig_host, orig_port)
+
+    def _jump(
+        self,
+        user: User,
+        alias: Alias | None,
+        shared: frozenset[int],
+        dest_host: str,
+        dest_port: int,
+        orig_host: str,
+        orig_port: int,
+    ) -> Awaitable[Splice]:
         if alias is None or not may_jump(user_id=user.id, owner_id=alias.user_id, shared=shared):
             # The same answer whether the alias is missing or another user's: nothing is revealed.
             self.notify(
@@ -474,6 +522,13 @@ class RelaySSHServer(asyncssh.SSHServer):
                 for a in self.ctx.aliases.for_user(self.user.id)
             ],
         }
+
+
+def _store_unreadable(exc: Exception) -> asyncssh.ChannelOpenError:
+    """Who may reach an alias is unknown: refused, nothing opened."""
+    return asyncssh.ChannelOpenError(
+        asyncssh.OPEN_CONNECT_FAILED, f"the relay cannot read its store right now: {exc}"
+    )
 
 
 def _options(ctx: SshContext, host_key: asyncssh.SSHKey) -> dict[str, object]:

@@ -101,17 +101,20 @@ class RelaySession(asyncssh.SSHServerSession[str]):
         backlog = self.server.ctx.limits.inspector_backlog
         return LineFeed(self.chan, nl=self._nl, backlog=backlog, with_host=with_host)
 
-    def _follow(self, argv: list[str], user: User) -> None:
+    async def _follow(self, argv: list[str], user: User) -> None:
         """``log [HOST]``: the last requests, then each new one until the channel closes."""
-        assert self.chan is not None
         ctx = self.server.ctx
         try:
-            wants, host = log_hosts(
-                argv, user=user, store=ctx.store, registry=ctx.registry, relay_domain=ctx.public.domain
+            wants, host = await ctx.reads(
+                lambda: log_hosts(
+                    argv, user=user, store=ctx.store, registry=ctx.registry, relay_domain=ctx.public.domain
+                )
             )
         except RelayError as exc:
-            self.chan.write_stderr(f"relay: {exc}\n" if exc.status != 2 else f"{exc}\n")
-            self.chan.exit(2 if exc.status == 2 else 1)
+            usage = exc.status == 2
+            self._finish(Outcome(2 if usage else 1, stderr=f"{exc}\n" if usage else f"relay: {exc}\n"))
+            return
+        if self.chan is None or self.chan.is_closing():
             return
         if ctx.inspector is None:
             self.chan.exit(0)
@@ -135,28 +138,16 @@ class RelaySession(asyncssh.SSHServerSession[str]):
         except ValueError:
             argv = []
         if argv and argv[0] == EXEC_TUNNELS and set(argv[1:]) <= {"--json"}:
-            doc = self.server.tunnels_doc()
-            if "--json" in argv:
-                self.chan.write(json.dumps(doc) + "\n")
-            else:
-                tunnels = doc["tunnels"]
-                assert isinstance(tunnels, list)
-                for t in tunnels:
-                    self.chan.write(f"{t['url']}\t{t['client']}\n")
-            self.chan.exit(0)
+            self._task = asyncio.ensure_future(self._tunnels("--json" in argv))
             return
         if argv and argv[0] == EXEC_DOMAIN and self.server.user is not None:
             self._task = asyncio.ensure_future(self._domain(argv[1:], self.server.user.name))
             return
         if argv and argv[0] == EXEC_AUDIT and self.server.user is not None:
-            ctx = self.server.ctx
-            outcome = run_audit_command(
-                argv[1:], user=self.server.user, store=ctx.store, relay_domain=ctx.public.domain
-            )
-            self._finish(outcome)
+            self._task = asyncio.ensure_future(self._audit(argv[1:], self.server.user))
             return
         if argv and argv[0] == EXEC_LOG and self.server.user is not None:
-            self._follow(argv[1:], self.server.user)
+            self._task = asyncio.ensure_future(self._follow(argv[1:], self.server.user))
             return
         if argv and argv[0] == EXEC_SHARE and self.server.user is not None:
             self._task = asyncio.ensure_future(self._share(argv[1:], self.server.user))
@@ -169,6 +160,26 @@ class RelaySession(asyncssh.SSHServerSession[str]):
         )
         self.chan.exit(2)
 
+    async def _tunnels(self, as_json: bool) -> None:
+        doc = await self.server.ctx.reads(self.server.tunnels_doc)
+        if self.chan is None or self.chan.is_closing():
+            return
+        if as_json:
+            self.chan.write(json.dumps(doc) + "\n")
+        else:
+            tunnels = doc["tunnels"]
+            assert isinstance(tunnels, list)
+            for t in tunnels:
+                self.chan.write(f"{t['url']}\t{t['client']}\n")
+        self.chan.exit(0)
+
+    async def _audit(self, argv: list[str], user: User) -> None:
+        ctx = self.server.ctx
+        outcome = await ctx.reads(
+            lambda: run_audit_command(argv, user=user, store=ctx.store, relay_domain=ctx.public.domain)
+        )
+        self._finish(outcome)
+
     async def _share(self, argv: list[str], user: User) -> None:
         ctx = self.server.ctx
         command = ShareCommand(
@@ -180,6 +191,7 @@ class RelaySession(asyncssh.SSHServerSession[str]):
             limits=ctx.limits,
             audit=ctx.audit,
             client=self.server.peer,
+            reads=ctx.reads,
         )
         outcome = await command.run(argv)
         self._finish(outcome)
@@ -198,6 +210,7 @@ class RelaySession(asyncssh.SSHServerSession[str]):
             audit=ctx.audit,
             user_id=self.server.user.id if self.server.user is not None else None,
             client=self.server.peer,
+            reads=ctx.reads,
         )
         self._finish(outcome)
 

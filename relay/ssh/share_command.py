@@ -26,6 +26,7 @@ from ..sharing import (
     who,
 )
 from ..store import STORE_ERRORS, ShareInfo, Store, User
+from ..storereads import RunReads, inline
 from ..storewriter import StoreWriter
 from .commands import Outcome
 
@@ -87,6 +88,7 @@ class ShareCommand:
     limits: Limits
     audit: AuditLog | None = None
     client: str = ""  # the SSH client's address, for the audit log
+    reads: RunReads = inline  # how the store is read (off the loop on PostgreSQL)
 
     def _record(
         self, event: str, share: ShareInfo | None, host: str, owner_id: int, **detail: object
@@ -120,12 +122,12 @@ class ShareCommand:
             return Outcome(1, stderr=f"relay: the relay's store is unavailable ({exc}); try again shortly\n")
         return Outcome(0, stdout=json.dumps(doc) + "\n" if as_json else text)
 
-    def _owned(self, target: str) -> tuple[str, int | None]:
-        return owned_host(target, store=self.store, relay_domain=self.relay_domain)
+    async def _owned(self, target: str) -> tuple[str, int | None]:
+        return await self.reads(lambda: owned_host(target, store=self.store, relay_domain=self.relay_domain))
 
     async def _list(self, rest: list[str], options: dict[str, str]) -> tuple[object, str]:
         host = share_host(rest[0], relay_domain=self.relay_domain)[0] if rest else None
-        shares = self.store.list_shares(owner_id=self.user.id, host=host)
+        shares = await self.reads(lambda: self.store.list_shares(owner_id=self.user.id, host=host))
         return {"shares": [share_doc(s) for s in shares]}, "".join(_line(s) for s in shares) or "no shares\n"
 
     async def _revoke(self, rest: list[str], options: dict[str, str]) -> tuple[object, str]:
@@ -134,27 +136,27 @@ class ShareCommand:
         return share_doc(share), f"revoked {share.id} ({share.host}, {who(share)})\n"
 
     async def _add(self, rest: list[str], options: dict[str, str]) -> tuple[object, str]:
-        new = plan_share(
+        new = await self.reads(lambda: plan_share(
             self.store, rest[0], options["with"], options.get("expires"), caller_id=self.user.id,
             admin=False, relay_domain=self.relay_domain,
-        )  # fmt: skip
+        ))  # fmt: skip
         share = await self.writer.run(lambda own: add_share(own, new, self.limits.share_max_users_per_host))
         self._record("share_add", share, new.host, new.owner_id, expires=share.expires_at)
         return share_doc(share), f"{share.id}\n"
 
     async def _link(self, rest: list[str], options: dict[str, str]) -> tuple[object, str]:
         """A new link, its URL printed this once (only its hash is kept)."""
-        new = plan_link(
+        new = await self.reads(lambda: plan_link(
             self.store, rest[0], options.get("expires"), options.get("label"), caller_id=self.user.id,
             admin=False, relay_domain=self.relay_domain,
-        )  # fmt: skip
+        ))  # fmt: skip
         share = await self.writer.run(lambda own: add_link(own, new, self.limits.share_max_links_per_host))
         self._record("link_add", share, new.host, new.owner_id, expires=share.expires_at)
         url = link_url(self.relay_origin, new.code)
         return link_doc(share, url), f"{url}\n"
 
     async def _public(self, rest: list[str], options: dict[str, str]) -> tuple[object, str]:
-        host, owner = self._owned(rest[0])
+        host, owner = await self._owned(rest[0])
         on = rest[1] == "on"
         refusal = public_refusal(caller_id=self.user.id, owner_id=owner, host=host)
         if refusal is not None or owner is None:

@@ -115,6 +115,7 @@ class Accounts(StoreBase):
         cached = self._cached(key, now)
         if cached is not None:
             return cached
+        seen = self._cache_version
         row = self._db.execute(
             "SELECT t.hash, t.expires_at, u.id, u.name, u.is_admin, u.created_at "
             "FROM tokens t JOIN users u ON u.id = t.user_id WHERE t.id = ?",
@@ -128,7 +129,7 @@ class Accounts(StoreBase):
         if expires_at is not None and now >= expires_at:
             return None
         found = User(user[0], user[1], bool(user[2]), user[3], credential=token_id)
-        self._remember(key, found, expires_at)
+        self._remember(key, found, expires_at, seen)
         return found
 
     def credential_alive(self, credential: str, *, now: float | None = None) -> bool:

@@ -10,9 +10,11 @@ next request, exactly as without the cache.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 from .engine import Engine
 from .models import Guest, User
@@ -20,6 +22,9 @@ from .models import Guest, User
 #: Most credentials the read cache holds before it starts over (a flood of distinct valid tokens is
 #: not a real workload; this only bounds memory).
 CACHE_MAX = 4096
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 class StoreBase:
@@ -34,6 +39,7 @@ class StoreBase:
         self._guests: dict[bytes, Guest] = {}
         self._cache_version = -1
         self._version_read = False  # data_version was read in this pass of the event loop
+        self._cache_lock = threading.Lock()
 
     @property
     def engine(self) -> Engine:
@@ -77,8 +83,9 @@ class StoreBase:
             except RuntimeError:  # no event loop (the CLI): read it every time
                 pass
             if version != self._cache_version:
-                self._drop_caches()
-                self._cache_version = version
+                with self._cache_lock:
+                    self._drop_caches()
+                    self._cache_version = version
                 return False
         return True
 
@@ -90,13 +97,24 @@ class StoreBase:
     def _version_expired(self) -> None:
         self._version_read = False
 
-    def _remember(self, key: bytes, user: User, expires_at: float | None) -> None:
-        if len(self._cache) >= CACHE_MAX:
-            self._cache.clear()
-        self._cache[key] = (user, expires_at)
+    def _remember(self, key: bytes, user: User, expires_at: float | None, seen: int) -> None:
+        self._keep(self._cache, key, (user, expires_at), seen)
+
+    def _keep(self, cache: dict[K, V], key: K, value: V, seen: int) -> None:
+        """Cache ``value``, read while the caches were at version ``seen``, unless they moved on
+        since: on PostgreSQL, reader threads share these caches, and another thread may have
+        dropped them (a change was noticed) while this one's answer was on its way."""
+        with self._cache_lock:
+            if self._cache_version != seen:
+                return
+            if len(cache) >= CACHE_MAX:
+                cache.clear()
+            cache[key] = value
 
     @contextmanager
     def _tx(self) -> Iterator[Engine]:
         with self._db.transaction():
-            self._drop_caches()  # this connection's own writes do not move SQLite's data_version
+            with self._cache_lock:  # this connection's own writes do not move SQLite's data_version
+                self._drop_caches()
+                self._cache_version = -1  # and what another thread is reading now is not kept
             yield self._db

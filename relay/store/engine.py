@@ -35,6 +35,9 @@ class Engine(Protocol):
     where: str
     #: "sqlite" or "postgresql".
     kind: str
+    #: SQL for the database server's clock in Unix seconds: nodes judge each other's heartbeats by
+    #: one clock, the database's, whatever their own clocks say.
+    now_sql: str
 
     def execute(self, sql: str, params: Sequence[object] = ()) -> Cursor: ...
 
@@ -46,6 +49,14 @@ class Engine(Protocol):
 
     def data_version(self) -> int:
         """A number that moves whenever another connection commits a change (cache freshness)."""
+        ...
+
+    def notify(self, channel: str, payload: str) -> None:
+        """Tell the other nodes (PostgreSQL NOTIFY, delivered when the transaction commits)."""
+        ...
+
+    def forbid_thread(self, ident: int) -> None:
+        """Refuse statements on thread ``ident`` from now on (PostgreSQL: the event loop's)."""
         ...
 
     def close(self) -> None: ...

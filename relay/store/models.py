@@ -100,3 +100,4 @@ class LiveTunnel:
     bytes_in: int
     bytes_out: int
     public: bool = False
+    node: str = ""  # the cluster node holding it ("" on a single relay)

@@ -10,6 +10,7 @@ once migrate one after another and the later ones find the work done.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -17,13 +18,29 @@ import psycopg
 from psycopg import conninfo, errors
 
 from ..errors import StoreError
+from .changes import CHANGES_CHANNEL, ChangeFeed
 from .engine import Cursor, Duplicate
 from .schema import POSTGRES_BASE, POSTGRES_BASE_VERSION, POSTGRES_MIGRATIONS, SCHEMA_VERSION
 
 #: pg_advisory_xact_lock key for schema changes ("relay" in ASCII).
 _MIGRATION_LOCK = 0x72656C6179
-#: Seconds to wait for the server when connecting, before saying it cannot be reached.
-CONNECT_TIMEOUT = 10
+#: How connections are made: a server that does not answer is given up on in 10 s, a dead peer is
+#: noticed by TCP keepalives within ~15 s, and no statement runs longer than 10 s (a slow database
+#: slows the requests that need it, never holds a thread for ever).
+CONNECT_OPTIONS: dict[str, str | int] = {
+    "connect_timeout": 10,
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 5,
+    "options": "-c statement_timeout=10000",
+}
+
+
+def connect_string(url: str) -> str:
+    """``url`` with :data:`CONNECT_OPTIONS` added (a URL's own settings win)."""
+    given = conninfo.conninfo_to_dict(url)
+    return conninfo.make_conninfo(url, **{k: v for k, v in CONNECT_OPTIONS.items() if k not in given})
 
 
 def is_postgres_url(text: str) -> bool:
@@ -41,20 +58,38 @@ def redact(url: str) -> str:
     return f"postgresql://{user}{params.get('host', '')}{port}/{params.get('dbname', '')}"
 
 
+class OnLoop(StoreError):
+    """A PostgreSQL query was attempted on the event loop thread (a bug: it would stall everyone)."""
+
+
 class PostgresEngine:
+    """Connections to one database, one per thread that uses it (psycopg connections are not
+    shared between threads); a thread's broken connection is made again at its next statement."""
+
     kind = "postgresql"
+    now_sql = "extract(epoch FROM clock_timestamp())::double precision"
 
     def __init__(self, url: str) -> None:
         self.url = url  # with its password: never logged (``where`` is)
         self.where = redact(url)
         self._sql: dict[str, str] = {}
-        self._conn = self._connect()
+        self._local = threading.local()
+        self._all: list[psycopg.Connection[tuple[object, ...]]] = []
+        self._lock = threading.Lock()
+        #: The event loop's thread, once the relay serves: no statement may run there.
+        self.forbidden_thread: int | None = None
+        #: Set by a running relay: other connections' commits, as LISTEN/NOTIFY reports them.
+        self.feed: ChangeFeed | None = None
+        self._live()
 
     def _connect(self) -> psycopg.Connection[tuple[object, ...]]:
         try:
-            return psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
+            conn = psycopg.connect(connect_string(self.url), autocommit=True)
         except psycopg.Error as exc:
             raise StoreError(f"cannot connect to {self.where}: {_first_line(exc)}") from exc
+        with self._lock:
+            self._all = [c for c in self._all if not c.closed] + [conn]
+        return conn
 
     @classmethod
     def open(cls, url: str) -> PostgresEngine:
@@ -71,7 +106,8 @@ class PostgresEngine:
 
     def _migrate(self) -> None:
         with self.transaction(count=False):
-            self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            conn = self._live()
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
             version = self.schema_version()
             if version > SCHEMA_VERSION:
                 raise StoreError(
@@ -79,23 +115,24 @@ class PostgresEngine:
                     f"({SCHEMA_VERSION}); upgrade relay on this node"
                 )
             if version == 0:
-                self._conn.execute(POSTGRES_BASE.encode())
-                self._conn.execute("CREATE TABLE relay_schema (version INTEGER NOT NULL)")
-                self._conn.execute("INSERT INTO relay_schema VALUES (%s)", (POSTGRES_BASE_VERSION,))
-                self._conn.execute("CREATE TABLE relay_changes (n BIGINT NOT NULL)")
-                self._conn.execute("INSERT INTO relay_changes VALUES (0)")
+                conn.execute(POSTGRES_BASE.encode())
+                conn.execute("CREATE TABLE relay_schema (version INTEGER NOT NULL)")
+                conn.execute("INSERT INTO relay_schema VALUES (%s)", (POSTGRES_BASE_VERSION,))
+                conn.execute("CREATE TABLE relay_changes (n BIGINT NOT NULL)")
+                conn.execute("INSERT INTO relay_changes VALUES (0)")
                 version = POSTGRES_BASE_VERSION
             for number, script in POSTGRES_MIGRATIONS:
                 if number > version:
-                    self._conn.execute(script.encode())
-                    self._conn.execute("UPDATE relay_schema SET version = %s", (number,))
+                    conn.execute(script.encode())
+                    conn.execute("UPDATE relay_schema SET version = %s", (number,))
 
     def schema_version(self) -> int:
         """The database's schema version; 0 for a database the relay has not set up."""
-        exists = self._conn.execute("SELECT to_regclass('relay_schema') IS NOT NULL").fetchone()
+        conn = self._live()
+        exists = conn.execute("SELECT to_regclass('relay_schema') IS NOT NULL").fetchone()
         if not exists or not exists[0]:
             return 0
-        row = self._conn.execute("SELECT version FROM relay_schema").fetchone()
+        row = conn.execute("SELECT version FROM relay_schema").fetchone()
         return int(row[0]) if row else 0  # type: ignore[call-overload]
 
     def _statement(self, sql: str) -> str:
@@ -106,9 +143,12 @@ class PostgresEngine:
         return text
 
     def _live(self) -> psycopg.Connection[tuple[object, ...]]:
-        if self._conn.broken or self._conn.closed:
-            self._conn = self._connect()  # a lost connection is made again at the next use
-        return self._conn
+        if self.forbidden_thread is not None and threading.get_ident() == self.forbidden_thread:
+            raise OnLoop(f"a query of {self.where} was about to run on the event loop")
+        conn: psycopg.Connection[tuple[object, ...]] | None = getattr(self._local, "conn", None)
+        if conn is None or conn.broken or conn.closed:
+            conn = self._local.conn = self._connect()
+        return conn
 
     def execute(self, sql: str, params: Sequence[object] = ()) -> Cursor:
         try:
@@ -129,20 +169,36 @@ class PostgresEngine:
 
     @contextmanager
     def transaction(self, *, count: bool = True) -> Iterator[None]:
+        conn = self._live()
         try:
-            with self._live().transaction():
+            with conn.transaction():
                 yield
-                if count:
-                    self._conn.execute("UPDATE relay_changes SET n = n + 1")
+                if count:  # other nodes drop their caches when this commits (delivered at commit)
+                    conn.execute("UPDATE relay_changes SET n = n + 1")
+                    conn.execute(f"NOTIFY {CHANGES_CHANNEL}")
         except psycopg.Error as exc:
             raise StoreError(f"cannot write {self.where}: {_first_line(exc)}") from exc
 
     def data_version(self) -> int:
+        if self.feed is not None:
+            return self.feed.version(self._read_version)
+        return self._read_version()
+
+    def _read_version(self) -> int:
         row = self.execute("SELECT n FROM relay_changes").fetchone()
         return int(row[0])
 
+    def notify(self, channel: str, payload: str) -> None:
+        self.execute("SELECT pg_notify(?, ?)", (channel, payload))
+
+    def forbid_thread(self, ident: int) -> None:
+        self.forbidden_thread = ident
+
     def close(self) -> None:
-        self._conn.close()
+        with self._lock:
+            conns, self._all = self._all, []
+        for conn in conns:
+            conn.close()
 
 
 def _first_line(exc: BaseException) -> str:

@@ -7,6 +7,9 @@ import time
 from .models import AuditRow, LiveTunnel, User
 from .sessions import Sessions
 
+#: The NOTIFY channel of route changes (:mod:`.cluster`; nothing is sent on SQLite).
+ROUTES = "relay_routes"
+
 
 class Records(Sessions):
     # -- audit ---------------------------------------------------------------------------------
@@ -74,27 +77,31 @@ class Records(Sessions):
         return int(self._db.execute("SELECT count(*) FROM audit").fetchone()[0])
 
     # -- live tunnels (written by the running relay, read by ``relay tunnels``) -----------------
+    # In a cluster each row is also the tunnel's route: ``node`` holds it ("" on a single relay).
+    # A node clears, drops and counts only its own rows.
 
-    def clear_live(self) -> None:
+    def clear_live(self, node: str = "") -> None:
         with self._tx() as db:
-            db.execute("DELETE FROM live_tunnels")
+            db.execute("DELETE FROM live_tunnels WHERE node = ?", (node,))
+            db.notify(ROUTES, "")
 
-    def put_live(self, host: str, user_id: int, client: str, since: float) -> None:
+    def put_live(self, host: str, user_id: int, client: str, since: float, node: str = "") -> None:
         with self._tx() as db:
             db.execute(
-                "INSERT INTO live_tunnels (host, user_id, client, since) VALUES (?, ?, ?, ?) "
+                "INSERT INTO live_tunnels (host, user_id, client, since, node) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT (host) DO UPDATE SET user_id = excluded.user_id, client = excluded.client, "
-                "since = excluded.since, bytes_in = 0, bytes_out = 0",
-                (host, user_id, client, since),
+                "since = excluded.since, node = excluded.node, bytes_in = 0, bytes_out = 0",
+                (host, user_id, client, since, node),
             )
+            db.notify(ROUTES, host)  # a node that held it before closes its tunnel (a takeover)
 
-    def update_live_bytes(self, rows: list[tuple[str, int, int]]) -> None:
+    def update_live_bytes(self, rows: list[tuple[str, int, int]], node: str = "") -> None:
         """Byte counts of live tunnels; they are also seen now (so a crash loses at most one period)."""
         now = time.time()
         with self._tx() as db:
             db.executemany(
-                "UPDATE live_tunnels SET bytes_in = ?, bytes_out = ? WHERE host = ?",
-                [(b_in, b_out, host) for host, b_in, b_out in rows],
+                "UPDATE live_tunnels SET bytes_in = ?, bytes_out = ? WHERE host = ? AND node = ?",
+                [(b_in, b_out, host, node) for host, b_in, b_out in rows],
             )
             db.executemany("UPDATE last_seen SET at = ? WHERE host = ?", [(now, host) for host, _, _ in rows])
 
@@ -115,14 +122,16 @@ class Records(Sessions):
         row = self._db.execute("SELECT at, client FROM last_seen WHERE host = ?", (host,)).fetchone()
         return (float(row[0]), str(row[1])) if row is not None else None
 
-    def drop_live(self, host: str) -> None:
+    def drop_live(self, host: str, node: str = "") -> None:
+        """Forget ``host``'s row if ``node`` still holds it (not when another node took it over)."""
         with self._tx() as db:
-            db.execute("DELETE FROM live_tunnels WHERE host = ?", (host,))
+            if db.execute("DELETE FROM live_tunnels WHERE host = ? AND node = ?", (host, node)).rowcount:
+                db.notify(ROUTES, host)
 
     def list_live(self) -> list[LiveTunnel]:
         rows = self._db.execute(
             "SELECT l.host, u.name, l.client, l.since, l.bytes_in, l.bytes_out, "
-            "EXISTS (SELECT 1 FROM shares s WHERE s.host = l.host AND s.kind = 'public') "
+            "EXISTS (SELECT 1 FROM shares s WHERE s.host = l.host AND s.kind = 'public'), l.node "
             "FROM live_tunnels l JOIN users u ON u.id = l.user_id ORDER BY l.host"
         )
-        return [LiveTunnel(r[0], r[1], r[2], r[3], r[4], r[5], public=bool(r[6])) for r in rows]
+        return [LiveTunnel(r[0], r[1], r[2], r[3], r[4], r[5], public=bool(r[6]), node=r[7]) for r in rows]

@@ -66,6 +66,7 @@ class Sessions(Shares):
         cached = self._cached(key, now)
         if cached is not None:
             return cached
+        seen = self._cache_version
         row = self._db.execute(
             "SELECT u.id, u.name, u.is_admin, u.created_at, s.token_id, s.expires_at FROM sessions s "
             "JOIN users u ON u.id = s.user_id WHERE s.hash = ? AND s.host = ? AND s.expires_at > ?",
@@ -74,7 +75,7 @@ class Sessions(Shares):
         if row is None:
             return None
         found = User(row[0], row[1], bool(row[2]), row[3], credential=row[4] or "")
-        self._remember(key, found, row[5])
+        self._remember(key, found, row[5], seen)
         return found
 
     @staticmethod

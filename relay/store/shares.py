@@ -6,7 +6,6 @@ import secrets
 import time
 
 from ..errors import Conflict, NotFound
-from .base import CACHE_MAX
 from .engine import Duplicate
 from .hosts import Hosts
 from .models import Guest, ShareInfo
@@ -109,6 +108,7 @@ class Shares(Hosts):
             hit = self._guests.get(key)
             if hit is not None and now < hit.expires_at:
                 return hit
+        seen = self._cache_version
         row = self._db.execute(
             "SELECT s.id, s.label, s.owner_id, s.host, s.expires_at FROM guest_sessions g "
             "JOIN shares s ON s.id = g.share_id WHERE g.hash = ? AND g.host = ? AND s.host = ? "
@@ -118,9 +118,7 @@ class Shares(Hosts):
         if row is None:
             return None
         guest = Guest(str(row[0]), str(row[1] or ""), int(row[2]), str(row[3]), float(row[4]))
-        if len(self._guests) >= CACHE_MAX:
-            self._guests.clear()
-        self._guests[key] = guest
+        self._keep(self._guests, key, guest, seen)
         return guest
 
     def delete_guest_session(self, sid: str) -> None:
@@ -193,6 +191,7 @@ class Shares(Hosts):
         hit = self._shares.get(host)
         if hit is not None and (hit[2] is None or now < hit[2]):
             return hit[0], hit[1]
+        seen = self._cache_version
         rows = self._db.execute(
             "SELECT kind, user_id, expires_at FROM shares WHERE host = ? "
             "AND (expires_at IS NULL OR expires_at > ?)",
@@ -201,9 +200,7 @@ class Shares(Hosts):
         ends = [r[2] for r in rows if r[2] is not None]
         users = frozenset(int(r[1]) for r in rows if r[0] == "user")
         public = any(r[0] == "public" for r in rows)
-        if len(self._shares) >= CACHE_MAX:
-            self._shares.clear()
-        self._shares[host] = (users, public, min(ends) if ends else None)
+        self._keep(self._shares, host, (users, public, min(ends) if ends else None), seen)
         return users, public
 
     def set_public(self, host: str, owner_id: int, on: bool) -> bool:

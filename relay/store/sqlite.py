@@ -16,6 +16,7 @@ from .schema import SQLITE_MIGRATIONS
 
 class SqliteEngine:
     kind = "sqlite"
+    now_sql = "((julianday('now') - 2440587.5) * 86400.0)"
 
     def __init__(self, db: sqlite3.Connection, path: Path) -> None:
         self._db = db
@@ -100,6 +101,12 @@ class SqliteEngine:
     def data_version(self) -> int:
         # SQLite's own counter of other connections' commits: read without touching a table.
         return int(self._db.execute("PRAGMA data_version").fetchone()[0])
+
+    def notify(self, channel: str, payload: str) -> None:
+        """A single relay has no other node to tell."""
+
+    def forbid_thread(self, ident: int) -> None:
+        """Nothing to refuse: a local WAL read is as quick as a cache (and the loop's own)."""
 
     def close(self) -> None:
         self._db.close()

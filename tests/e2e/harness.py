@@ -23,6 +23,7 @@ from urllib.parse import parse_qs, quote, urljoin, urlsplit
 from aiohttp import WSMsgType, web
 
 from relay.store import Store
+from tests.pgserver import shared_server
 
 SSH = shutil.which("ssh") or "ssh"
 #: Debian's Chromium, driven by Playwright (it never downloads a browser), and the flags it needs
@@ -53,10 +54,11 @@ class RelayProcess:
     output: list[str]
     workdir: Path
     log: IO[str]
+    address: str = "127.0.0.1"  # where it listens (a cluster's nodes: 127.0.0.11, .12, ...)
 
     @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        return f"http://{self.address}:{self.http_port}"
 
     def url(self, name: str) -> str:
         return f"http://{name}.localhost:{self.http_port}"
@@ -93,7 +95,7 @@ class RelayProcess:
         return key
 
     def store(self) -> Store:
-        return Store.open(self.data_dir)
+        return Store.at(self.data_dir, store_url_for(self.data_dir))
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 40) -> int:
         if self.proc.poll() is None:
@@ -114,23 +116,47 @@ class RelayProcess:
         return (self.workdir / "relay.log").read_text()
 
 
+#: ``RELAY_TEST_STORE=postgresql``: every relay these tests start is a cluster node on its own
+#: database of a real PostgreSQL (.ci/run reruns a set of end-to-end tests so); the admin commands
+#: the tests run with its --data-dir find that database as an operator's would (DATA_DIR/store.url).
+POSTGRES_MODE = os.environ.get("RELAY_TEST_STORE") == "postgresql"
+_databases: dict[Path, str] = {}
+
+
+def store_url_for(data_dir: Path) -> str | None:
+    """The database of the relay on ``data_dir`` (made on first use) in PostgreSQL mode, else None."""
+    if not POSTGRES_MODE:
+        return None
+    if data_dir not in _databases:
+        _databases[data_dir] = shared_server().new_database()
+    return _databases[data_dir]
+
+
 def serve_argv(
-    data_dir: Path, *, http_port: int = 0, ssh_port: int = 0, extra: list[str] | None = None
+    data_dir: Path,
+    *,
+    http_port: int = 0,
+    ssh_port: int = 0,
+    extra: list[str] | None = None,
+    bind: str = "127.0.0.1",
 ) -> list[str]:
     """``relay serve`` on 127.0.0.1 with the given ports (0: any free one) and data dir."""
+    url = store_url_for(data_dir)
+    cluster = ["--store", url, "--node", "n1", "--cluster-address", "127.0.0.1:0"] if url else []
     return [
         sys.executable,
         "-m",
         "relay",
         "serve",
         "--bind",
-        "127.0.0.1",
+        bind,
         "--http-port",
         str(http_port),
         "--ssh-port",
         str(ssh_port),
         "--data-dir",
         str(data_dir),
+        *cluster,
         *(extra or []),
     ]
 
@@ -147,9 +173,10 @@ def start_relay(
     extra: list[str] | None = None,
     http_port: int = 0,
     ssh_port: int = 0,
+    bind: str = "127.0.0.1",
 ) -> RelayProcess:
     data_dir = data_dir or workdir / "data"
-    cmd = serve_argv(data_dir, http_port=http_port, ssh_port=ssh_port, extra=extra)
+    cmd = serve_argv(data_dir, http_port=http_port, ssh_port=ssh_port, extra=extra, bind=bind)
     log = open(workdir / "relay.log", "a")  # noqa: SIM115 - kept open for the process's life
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True)
     assert proc.stdout is not None
@@ -174,7 +201,7 @@ def start_relay(
     if not http_port:
         proc.kill()
         raise RuntimeError("relay did not start:\n" + "\n".join(lines) + (workdir / "relay.log").read_text())
-    return RelayProcess(proc, data_dir, http_port, ssh_port, token, fingerprint, lines, workdir, log)
+    return RelayProcess(proc, data_dir, http_port, ssh_port, token, fingerprint, lines, workdir, log, bind)
 
 
 @dataclass
@@ -253,7 +280,7 @@ async def open_tunnel(
 ) -> SshTunnel:
     """``ssh -R SPEC user@relay`` (a session without -N, so the relay prints the URL); waits for it."""
     args, env = ssh_args(relay, user, token=token, key=key)
-    args += [*(extra or []), "-R", spec, f"{user}@127.0.0.1"]
+    args += [*(extra or []), "-R", spec, f"{user}@{relay.address}"]
     proc = await asyncio.create_subprocess_exec(
         *args,
         stdin=subprocess.DEVNULL,
@@ -286,7 +313,7 @@ async def ssh_exec(
     proc = await asyncio.create_subprocess_exec(
         *args,
         *(extra or []),
-        f"{user}@127.0.0.1",
+        f"{user}@{relay.address}",
         "--",
         *command,
         stdin=subprocess.DEVNULL,
@@ -565,9 +592,9 @@ def client_env(home: Path) -> dict[str, str]:
     return env
 
 
-def client_argv(ssh_port: int, args: list[str]) -> list[str]:
-    """``relay-client connect --relay 127.0.0.1:SSH_PORT ARGS``."""
-    return [sys.executable, "-m", "client", "connect", "--relay", f"127.0.0.1:{ssh_port}", *args]
+def client_argv(ssh_port: int, args: list[str], address: str = "127.0.0.1") -> list[str]:
+    """``relay-client connect --relay ADDRESS:SSH_PORT ARGS`` (a later --relay in ARGS wins)."""
+    return [sys.executable, "-m", "client", "connect", "--relay", f"{address}:{ssh_port}", *args]
 
 
 async def start_client(
@@ -581,7 +608,7 @@ async def start_client(
     """``relay-client connect ARGS --relay 127.0.0.1:SSH_PORT``; waits for the printed URL. ``env``
     adds to the client's environment (e.g. ``RELAY_TOKEN``)."""
     proc = await asyncio.create_subprocess_exec(
-        *client_argv(relay.ssh_port, args),
+        *client_argv(relay.ssh_port, args, relay.address),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -4,6 +4,7 @@ once, SIGTERM lets in-flight requests finish, and one data dir serves one relay.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -16,8 +17,10 @@ from pathlib import Path
 
 import aiohttp
 
+from tests.stores import stored_bytes
+
 from .conftest import Owned, unique_name
-from .harness import Backend, RelayProcess, fetch, open_tunnel, serve_argv, start_relay
+from .harness import POSTGRES_MODE, Backend, RelayProcess, fetch, open_tunnel, serve_argv, start_relay
 
 
 def live_tunnels(relay: RelayProcess) -> list[dict[str, object]]:
@@ -143,9 +146,12 @@ def test_first_start_prints_token_fingerprint_and_keeps_secrets_private(relay: R
     banner = "\n".join(relay.output)
     assert "-R owner:80:localhost:8888 owner@localhost" in banner
     assert stat.S_IMODE(os.stat(relay.data_dir).st_mode) == 0o700
-    for name in ("relay.db", "ssh_host_ed25519_key"):
+    # A cluster node keeps its store and host key in PostgreSQL; the data dir names the store.
+    private = ("store.url",) if POSTGRES_MODE else ("relay.db", "ssh_host_ed25519_key")
+    for name in private:
         assert stat.S_IMODE(os.stat(relay.data_dir / name).st_mode) == 0o600
-    assert relay.admin_token.split("_", 2)[2].encode() not in (relay.data_dir / "relay.db").read_bytes()
+    with contextlib.closing(relay.store()) as store:
+        assert relay.admin_token.split("_", 2)[2].encode() not in stored_bytes(store)
 
 
 async def test_restart_keeps_users_names_and_host_key(workdir: Path, backend: Backend) -> None:

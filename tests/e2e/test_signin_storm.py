@@ -7,15 +7,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import sqlite3
 import time
 from collections.abc import Iterator
 from urllib.parse import quote
 
 import aiohttp
 import pytest
-
-from relay.datadir import DB_FILE
 
 from .conftest import Owned, unique_name
 from .harness import Backend, RelayProcess, cookie_pair, fetch, limit_args, open_tunnel, start_relay
@@ -36,9 +33,8 @@ def relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RelayProcess]:
 
 
 def _sessions(relay: RelayProcess, user: str) -> int:
-    with contextlib.closing(sqlite3.connect(relay.data_dir / DB_FILE)) as db:
-        query = "SELECT count(*) FROM sessions s JOIN users u ON u.id = s.user_id WHERE u.name = ?"
-        return int(db.execute(query, (user,)).fetchone()[0])
+    with contextlib.closing(relay.store()) as store:
+        return store.count_sessions(store.get_user(user).id)
 
 
 async def test_a_sign_in_storm_is_bounded_and_leaves_other_users_alone(

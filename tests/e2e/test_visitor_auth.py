@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import re
-import sqlite3
 from urllib.parse import parse_qs, quote, urlsplit
 
 import aiohttp
-
-from relay.datadir import DB_FILE
 
 from .conftest import Owned, unique_name
 from .harness import Backend, RelayProcess, cookie_pair, fetch, raw_request, sign_in
@@ -299,8 +296,8 @@ async def test_long_query_strings_pass_through(relay: RelayProcess, backend: Bac
 
 
 def _sessions(relay: RelayProcess) -> int:
-    with contextlib.closing(sqlite3.connect(relay.data_dir / DB_FILE)) as db:
-        return int(db.execute("SELECT count(*) FROM sessions").fetchone()[0])
+    with contextlib.closing(relay.store()) as store:
+        return store.count_sessions()
 
 
 async def test_crafted_targets_and_redirects_get_400_or_a_safe_answer_never_a_traceback(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import time
 from pathlib import Path
 
 import psycopg
@@ -11,8 +13,9 @@ import pytest
 from relay.datadir import ensure_data_dir
 from relay.errors import StoreError
 from relay.store import Store
+from relay.store.changes import ChangeFeed, listen
 from relay.store.copy import columns
-from relay.store.postgres import redact
+from relay.store.postgres import OnLoop, PostgresEngine, connect_string, redact
 from relay.store.schema import SCHEMA_VERSION, TABLES
 from tests.pgserver import PostgresServer
 
@@ -109,3 +112,45 @@ def test_both_engines_hold_the_same_columns(postgres: PostgresServer, tmp_path: 
     finally:
         lite.close()
         pg.close()
+
+
+async def test_another_nodes_revocation_reaches_this_nodes_cache_within_a_second(
+    postgres: PostgresServer,
+) -> None:
+    url = postgres.new_database()
+    node, other = Store.connect(url), Store.connect(url)
+    engine = node.engine
+    assert isinstance(engine, PostgresEngine)
+    engine.feed = feed = ChangeFeed(grace=60)
+    listening = asyncio.create_task(listen(connect_string(url), feed))
+    try:
+        while not feed.listening:
+            await asyncio.sleep(0.01)
+        other.add_user("alice")
+        info, token = other.create_token("alice")
+        assert await asyncio.to_thread(node.verify_token, token) is not None
+        other.revoke_token(info.id)  # another node's write: only its NOTIFY tells this one
+        started = time.monotonic()
+        while await asyncio.to_thread(node.verify_token, token) is not None:
+            assert time.monotonic() - started < 1.0, "the revocation did not arrive within 1 s"
+            await asyncio.sleep(0.01)
+    finally:
+        listening.cancel()
+        node.close()
+        other.close()
+
+
+def test_a_query_on_the_event_loop_thread_is_refused(postgres: PostgresServer) -> None:
+    store = Store.connect(postgres.new_database())
+    try:
+        store.add_user("alice")
+        store.engine.forbid_thread(threading.get_ident())
+        with pytest.raises(OnLoop):
+            store.get_user("alice")
+        done: list[str] = []
+        worker = threading.Thread(target=lambda: done.append(store.get_user("alice").name))
+        worker.start()
+        worker.join()
+        assert done == ["alice"]  # any other thread reads on
+    finally:
+        store.close()

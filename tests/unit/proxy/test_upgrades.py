@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from functools import partial
 
@@ -13,9 +14,9 @@ def test_recheck_closes_only_what_lost_its_access() -> None:
     allowed = {"a": True, "b": False}
     for name in allowed:
         upgrades.add(partial(allowed.__getitem__, name), partial(closed.append, name), f"{name}.x")
-    assert upgrades.recheck() == 1 and closed == ["b"] and len(upgrades) == 1
+    assert asyncio.run(upgrades.recheck()) == 1 and closed == ["b"] and len(upgrades) == 1
     allowed["a"] = False
-    assert upgrades.recheck() == 1 and closed == ["b", "a"] and len(upgrades) == 0
+    assert asyncio.run(upgrades.recheck()) == 1 and closed == ["b", "a"] and len(upgrades) == 0
 
 
 def test_a_store_that_cannot_answer_closes_nothing() -> None:
@@ -25,11 +26,11 @@ def test_a_store_that_cannot_answer_closes_nothing() -> None:
         raise sqlite3.OperationalError("database is locked")
 
     upgrades.add(broken, lambda: closed.append("x"), "x.x")
-    assert upgrades.recheck() == 0 and closed == [] and len(upgrades) == 1
+    assert asyncio.run(upgrades.recheck()) == 0 and closed == [] and len(upgrades) == 1
 
 
 def test_a_finished_upgrade_is_forgotten() -> None:
     upgrades = OpenUpgrades()
     key = upgrades.add(lambda: False, lambda: None, "x.x")
     upgrades.discard(key)
-    assert upgrades.recheck() == 0
+    assert asyncio.run(upgrades.recheck()) == 0
