@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 #: Keepalive: a probe every 15 s, four unanswered → the link is dead (noticed within a minute).
 KEEPALIVE_INTERVAL = 15.0
 KEEPALIVE_COUNT_MAX = 4
+#: With other nodes to go to (--relay a,b,c), a probe every 3 s and two unanswered: a frozen node is
+#: left within ~9 s, before the cluster counts it dead (10 s), so the URL is back on another quickly.
+CLUSTER_KEEPALIVE = (3.0, 2)
 #: Reconnect backoff: first retry after 0.5 s, doubling to at most 30 s, with ±25 % jitter.
 BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 30.0
@@ -173,8 +176,8 @@ class TunnelClient:
                     config=[],
                     known_hosts=([], [], []),
                     client_factory=lambda: client,
-                    keepalive_interval=KEEPALIVE_INTERVAL,
-                    keepalive_count_max=KEEPALIVE_COUNT_MAX,
+                    keepalive_interval=CLUSTER_KEEPALIVE[0] if spec.others else KEEPALIVE_INTERVAL,
+                    keepalive_count_max=CLUSTER_KEEPALIVE[1] if spec.others else KEEPALIVE_COUNT_MAX,
                     encryption_algs=ENCRYPTION_ALGS,
                     preferred_auth=["publickey", "password"] if keys else ["password"],
                 ),
@@ -237,6 +240,7 @@ class TunnelClient:
         """Connect, and reconnect whenever the link drops, until :meth:`stop` or a fatal error."""
         delays = backoff_delays()
         first = True
+        untried = 1 + len(self.spec.others)  # addresses left to try before backing off
         while not self._stopping:
             started = time.monotonic()
             try:
@@ -250,13 +254,17 @@ class TunnelClient:
             except (OSError, asyncssh.Error, asyncio.TimeoutError, ClientError) as exc:
                 if self._stopping:
                     break
-                failed = self.spec.relay
-                delay = delays() if not self.spec.next_address() else 0.0  # the next node, at once
-                again = f"trying {self.spec.relay}" + (f" in {delay:.1f} s" if delay else "")
-                self.events(f"cannot reach the relay {failed} ({_why(exc)}); {again}")
+                failed, untried = self.spec.relay, untried - 1
+                if untried > 0 and self.spec.next_address():  # another node of the relay: at once
+                    self.events(f"cannot reach the relay {failed} ({_why(exc)}); trying {self.spec.relay}")
+                    continue
+                untried = 1 + len(self.spec.others)  # every address failed: back off, then all again
+                self.spec.next_address()
+                delay = delays()
+                self.events(f"cannot reach the relay {failed} ({_why(exc)}); retrying in {delay:.1f} s")
                 await asyncio.sleep(delay)
                 continue
-            self.url = url
+            self.url, untried = url, 1 + len(self.spec.others)
             if first:
                 self.events(f"connected to {self.spec.relay} as {self.spec.user}")
                 first = False
@@ -272,8 +280,10 @@ class TunnelClient:
                 delays = backoff_delays()
             delay = delays()
             lost = self.spec.relay
-            self.spec.next_address()  # a node that dropped us may be going away: the next one first
-            self.events(f"connection to the relay {lost} lost; retrying {self.spec.relay} in {delay:.1f} s")
+            if self.spec.next_address():  # a node that dropped us may be going away: the next first
+                self.events(f"connection to the relay {lost} lost; trying {self.spec.relay} in {delay:.1f} s")
+            else:
+                self.events(f"connection to the relay lost; retrying in {delay:.1f} s")
             await asyncio.sleep(delay)
 
     async def stop(self) -> None:

@@ -412,6 +412,8 @@ class RelayService:
         while True:
             await asyncio.sleep(SESSION_PURGE_INTERVAL)
             self._writer().submit(lambda store: store.purge_expired_sessions(), "purge_expired_sessions")
+            if self.node is not None:
+                self._writer().submit(lambda store: store.purge_sso(), "purge_sso")
             lim = self.config.limits
             before, rows = time.time() - lim.audit_retention, lim.audit_max_rows
             self._writer().submit(partial(Store.purge_audit, before=before, max_rows=rows), "purge_audit")

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 from .errors import TooManyRequests
 from .protocol import SSO_CODE_TTL
+from .store import Store
+from .store.tokens import hash_secret
 
 
 @dataclass(frozen=True)
@@ -99,3 +101,40 @@ class SsoCodes:
 
     def outstanding(self, user_id: int) -> int:
         return self._per_user.get(user_id, 0)
+
+
+class SharedSsoCodes:
+    """The codes of a cluster, in its store: any node redeems a code any node minted (a browser's
+    sign-in may land on one node and its tunnel host on another). The same rules as
+    :class:`SsoCodes`: single use (the delete that redeems is atomic), short-lived, bound to one host
+    and one browser's state, capped per user. Runs where store reads run (off the event loop)."""
+
+    def __init__(self, store: Store, ttl: float = SSO_CODE_TTL, max_per_user: int = 100) -> None:
+        self._store = store
+        self._ttl = ttl
+        self._max_per_user = max_per_user
+
+    def issue(self, user_id: int, host: str, credential: str = "", *, state: str, guest: str = "") -> str:
+        code = secrets.token_urlsafe(24)
+        kept = self._store.issue_sso(
+            code, user_id=user_id, credential=credential, host=host, state=state, guest=guest,
+            ttl=self._ttl, max_per_user=self._max_per_user,
+        )  # fmt: skip
+        if not kept:
+            raise TooManyRequests(
+                "too many sign-ins in progress for this user; finish one or wait a minute",
+                retry_after=int(self._ttl),
+            )
+        return code
+
+    def redeem(self, code: str, host: str, state: str) -> Grant | None:
+        if not code or len(code) > 100:
+            return None
+        found = self._store.redeem_sso(code)
+        if found is None:
+            return None
+        user_id, credential, bound, state_hash, guest, expires = found
+        same_browser = bool(state) and secrets.compare_digest(state_hash, hash_secret(state))
+        if bound != host or not same_browser or expires <= time.time():
+            return None
+        return Grant(user_id, credential, bound, state, expires, guest)

@@ -151,9 +151,25 @@ class HopServer:
             raise
         if why is not None:
             emit(log, logging.WARNING, "cluster.hop_refused", peer=peer_ip, why=why)
-            if not stream.is_closing():
-                stream.write(f"NO {why}\n".encode())
-            stream.close()
+            await self._refuse(stream, why)
+
+    @staticmethod
+    async def _refuse(stream: SocketStream, why: str) -> None:
+        """Answer ``NO why`` and close gently: closing with the peer's bytes unread would reset the
+        connection, and the reset can overtake the answer."""
+        if stream.is_closing():
+            return
+        stream.write(f"NO {why}\n".encode())
+        with contextlib.suppress(OSError, RuntimeError):
+            stream.transport.write_eof()
+
+        async def discard() -> None:
+            while await stream.read(BUFFER):
+                pass
+
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(discard(), 1.0)
+        stream.close()
 
     async def _join(self, stream: SocketStream, peer_ip: str) -> str | None:
         """Serve one hop; returns why it was refused (None: it was served)."""

@@ -35,7 +35,7 @@ from ..protocol import (
     TOKEN_QUERY,
 )
 from ..rewrite import query_params, without_param
-from ..sso import SsoCodes
+from ..sso import SharedSsoCodes, SsoCodes
 from ..store import ShareInfo, Store, User
 from ..tunnels import Registry
 from .credentials import Credentials, SessionChange, valid_state
@@ -62,7 +62,7 @@ class Portal:
         store: Store,
         registry: Registry,
         public: PublicUrl,
-        sso: SsoCodes,
+        sso: SsoCodes | SharedSsoCodes,
         credentials: Credentials,
         limits: Limits | None = None,
         client_wheel: Wheel | None = None,

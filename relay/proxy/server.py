@@ -20,7 +20,7 @@ from ..limits import BUSY_RETRY_AFTER, Limits
 from ..logfmt import emit
 from ..metrics import Meter
 from ..rewrite import IPNetwork, is_trusted
-from ..sso import SsoCodes
+from ..sso import SharedSsoCodes, SsoCodes
 from ..store import Store
 from ..storereads import RunReads, inline
 from ..storewriter import StoreWriter
@@ -80,7 +80,11 @@ class Proxy:
             store=store,
             registry=registry,
             public=public,
-            sso=SsoCodes(max_codes=limits.sso_max_codes, max_per_user=limits.sso_max_codes_per_user),
+            sso=(
+                SharedSsoCodes(store, max_per_user=limits.sso_max_codes_per_user)
+                if store.clustered  # any node redeems a code any node minted
+                else SsoCodes(max_codes=limits.sso_max_codes, max_per_user=limits.sso_max_codes_per_user)
+            ),
             credentials=self.credentials,
             limits=limits,
             client_wheel=client_wheel,

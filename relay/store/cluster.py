@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from ..errors import Conflict
 from .records import ROUTES, Records
+from .tokens import hash_secret
 
 #: NOTIFY channel of route changes (payload: the host; "" for many at once).
 ROUTES_CHANNEL = ROUTES
@@ -133,3 +134,44 @@ class Cluster(Records):
             "SELECT node, user_id, since FROM live_tunnels WHERE host = ? AND node != ''", (host,)
         ).fetchone()
         return Route(str(row[0]), int(row[1]), float(row[2])) if row else None
+
+    # -- sign-in hand-off codes, shared so that any node redeems a code any node minted ------------
+
+    def issue_sso(
+        self, code: str, *, user_id: int, credential: str, host: str, state: str, guest: str, ttl: float,
+        max_per_user: int,
+    ) -> bool:  # fmt: skip
+        """Keep ``code`` (hashed) for ``host``; False if ``user_id`` already has ``max_per_user`` open."""
+        now = time.time()
+        with self._tx() as db:
+            open_codes = db.execute(
+                "SELECT count(*) FROM sso_codes WHERE user_id = ? AND expires_at > ?", (user_id, now)
+            ).fetchone()[0]
+            if int(open_codes) >= max_per_user:
+                return False
+            db.execute(
+                "INSERT INTO sso_codes (hash, user_id, credential, host, state_hash, guest, expires_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (hash_secret(code), user_id, credential, host, hash_secret(state), guest, now + ttl),
+            )
+        return True
+
+    def redeem_sso(self, code: str) -> tuple[int, str, str, bytes, str, float] | None:
+        """Spend ``code`` (whichever node asks first gets it): (user id, credential, host, state
+        hash, guest, expiry), or None if it is unknown or spent."""
+        with self._tx() as db:
+            row = db.execute(
+                "DELETE FROM sso_codes WHERE hash = ? RETURNING user_id, credential, host, state_hash, "
+                "guest, expires_at",
+                (hash_secret(code),),
+            ).fetchone()
+        if row is None:
+            return None
+        return int(row[0]), str(row[1]), str(row[2]), bytes(row[3]), str(row[4]), float(row[5])
+
+    def purge_sso(self, *, now: float | None = None) -> int:
+        with self._tx() as db:
+            cur = db.execute(
+                "DELETE FROM sso_codes WHERE expires_at < ?", (time.time() if now is None else now,)
+            )
+        return int(cur.rowcount)

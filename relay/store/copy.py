@@ -15,7 +15,7 @@ from .engine import Engine
 from .schema import IDENTITY_TABLES, TABLES
 
 #: Runtime state of a running relay, not data: a stopped relay has none worth keeping.
-SKIPPED = frozenset({"live_tunnels", "nodes"})
+SKIPPED = frozenset({"live_tunnels", "nodes", "sso_codes"})
 
 
 def columns(engine: Engine, table: str) -> list[str]:

@@ -164,6 +164,20 @@ SQLITE_MIGRATIONS: tuple[str, ...] = (
         created_at REAL NOT NULL
     )
     """,
+    # v11: a cluster's sign-in hand-off codes, so a code minted on one node is redeemed on any
+    # (a single relay keeps them in memory). Code and state are kept hashed; one use each.
+    """
+    CREATE TABLE sso_codes (
+        hash BLOB PRIMARY KEY,
+        user_id INTEGER NOT NULL,
+        credential TEXT NOT NULL,
+        host TEXT NOT NULL,
+        state_hash BLOB NOT NULL,
+        guest TEXT NOT NULL,
+        expires_at REAL NOT NULL
+    );
+    CREATE INDEX sso_codes_user ON sso_codes (user_id, expires_at)
+    """,
 )
 #: The version a new PostgreSQL database starts at, and the script that creates it.
 POSTGRES_BASE_VERSION = 9
@@ -294,6 +308,21 @@ POSTGRES_MIGRATIONS: tuple[tuple[int, str], ...] = (
         )
         """,
     ),
+    (
+        11,
+        """
+        CREATE TABLE sso_codes (
+            hash BYTEA PRIMARY KEY,
+            user_id BIGINT NOT NULL,
+            credential TEXT NOT NULL,
+            host TEXT NOT NULL,
+            state_hash BYTEA NOT NULL,
+            guest TEXT NOT NULL,
+            expires_at DOUBLE PRECISION NOT NULL
+        );
+        CREATE INDEX sso_codes_user ON sso_codes (user_id, expires_at)
+        """,
+    ),
 )
 
 #: The version this relay's code reads and writes.
@@ -316,5 +345,6 @@ TABLES: tuple[str, ...] = (
     "last_seen",
     "nodes",
     "cluster_keys",
+    "sso_codes",
 )
 IDENTITY_TABLES: tuple[str, ...] = ("users", "ssh_keys", "audit")

@@ -22,6 +22,7 @@ from urllib.parse import parse_qs, quote, urljoin, urlsplit
 
 from aiohttp import WSMsgType, web
 
+from relay.datadir import recorded_store
 from relay.store import Store
 from tests.pgserver import shared_server
 
@@ -95,7 +96,7 @@ class RelayProcess:
         return key
 
     def store(self) -> Store:
-        return Store.at(self.data_dir, store_url_for(self.data_dir))
+        return Store.at(self.data_dir, store_url_for(self.data_dir) or recorded_store(self.data_dir))
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 40) -> int:
         if self.proc.poll() is None:

@@ -19,7 +19,16 @@ import pytest
 from tests.pgserver import shared_server
 
 from .conftest import unique_name
-from .harness import Backend, RelayProcess, fetch, open_tunnel, pattern_sha256, start_relay
+from .harness import (
+    Backend,
+    RelayProcess,
+    cookie_pair,
+    fetch,
+    open_tunnel,
+    pattern_sha256,
+    sign_in,
+    start_relay,
+)
 
 MB = 1024 * 1024
 ADDRESSES = ("127.0.0.11", "127.0.0.12", "127.0.0.13")
@@ -152,6 +161,26 @@ async def test_a_websocket_echo_through_another_node(
             await ws.send_str(text)
             msg = await asyncio.wait_for(ws.receive(), 10)
             assert msg.type is aiohttp.WSMsgType.TEXT and msg.data == f"echo:{text}"
+
+
+async def test_sign_in_on_one_node_then_visits_through_another(
+    cluster: list[RelayProcess], held: tuple[str, str]
+) -> None:
+    host, token = held
+    state_cookie, code, posted = await sign_in(cluster[1], host, token)  # signed in on node 2
+    assert code, posted.body[:300]
+    hand_off = await fetch(
+        cluster[2], host, f"/_relay/sso?code={code}&next=%2Fecho", headers={"Cookie": state_cookie}
+    )
+    assert hand_off.status == 302, hand_off.body[:300]  # redeemed on node 3
+    session = cookie_pair(next(c for c in hand_off.set_cookies if "relay_session" in c))
+    for relay in (cluster[0], cluster[2]):  # the host session works whichever node the browser reaches
+        page = await fetch(relay, host, "/echo", headers={"Cookie": session})
+        assert page.status == 200 and page.json()["path"] == "/echo"
+    again = await fetch(
+        cluster[0], host, f"/_relay/sso?code={code}&next=%2F", headers={"Cookie": state_cookie}
+    )
+    assert again.status != 302 or "relay_session" not in " ".join(again.set_cookies)  # one use, cluster-wide
 
 
 async def test_a_forged_hop_is_refused_and_logged(cluster: list[RelayProcess], held: tuple[str, str]) -> None:

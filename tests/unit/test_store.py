@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from relay.datadir import DB_FILE, LOCK_FILE, DataDirLock, check_private, ensure_data_dir, is_serving
-from relay.errors import BadRequest, Conflict, NotFound, StoreError
+from relay.errors import BadRequest, Conflict, NotFound, StoreError, TooManyRequests
+from relay.sso import SharedSsoCodes
 from relay.store import Store, parse_duration, split_token
 from tests.stores import stored_bytes, twin
 
@@ -563,3 +564,24 @@ def test_expired_sessions_are_purged_on_demand_not_per_sign_in(store: Store) -> 
 def test_session_lookups_use_an_index(sqlite_store: Store, query: str, index: str) -> None:
     plan = " ".join(str(row) for row in sqlite_store.engine.execute(f"EXPLAIN QUERY PLAN {query}"))
     assert index in plan and "SCAN sessions" not in plan.replace(f"USING INDEX {index}", ""), plan
+
+
+def test_shared_sign_in_codes_are_one_use_bound_and_capped(store: Store) -> None:
+    other = twin(store)  # another node
+    try:
+        codes, elsewhere = SharedSsoCodes(store, max_per_user=2), SharedSsoCodes(other, max_per_user=2)
+        code = codes.issue(7, "lab.localhost", "rly_0123456789", state="state-a")
+        assert elsewhere.redeem(code, "lab.localhost", "state-b") is None  # another browser: spent
+        code = codes.issue(7, "lab.localhost", "rly_0123456789", state="state-a")
+        assert elsewhere.redeem(code, "other.localhost", "state-a") is None  # another host: spent
+        code = codes.issue(7, "lab.localhost", "rly_0123456789", state="state-a")
+        grant = elsewhere.redeem(code, "lab.localhost", "state-a")
+        assert grant is not None and (grant.user_id, grant.credential) == (7, "rly_0123456789")
+        assert codes.redeem(code, "lab.localhost", "state-a") is None  # one use, whichever node
+        codes.issue(8, "lab.localhost", state="s")
+        codes.issue(8, "lab.localhost", state="s")
+        with pytest.raises(TooManyRequests):
+            codes.issue(8, "lab.localhost", state="s")
+        assert code.encode() not in stored_bytes(store) and b"state-a" not in stored_bytes(store)
+    finally:
+        other.close()

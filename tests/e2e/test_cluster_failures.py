@@ -1,0 +1,197 @@
+"""A cluster's nodes failing under a live tunnel (DESIGN §3.9): a killed or frozen node's URL comes
+back through the others within 10 s, a thawed node serves nothing it lost, and two users racing for
+one name on two nodes leave exactly one owner."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.pgserver import shared_server
+
+from .conftest import unique_name
+from .harness import Backend, ClientProcess, RelayProcess, open_tunnel, start_client
+from .test_cluster import start_node
+
+#: How long a visitor's request may take before it counts as a hang (the offline answer and a
+#: dead node's 502 must both come quicker).
+REQUEST_TIMEOUT = 5.0
+#: The refused one of two racing ``ssh -R`` exits (and prints no URL) instead of idling.
+EXIT_ON_REFUSAL = ["-o", "ExitOnForwardFailure=yes"]
+
+
+@pytest.fixture
+def nodes(tmp_path: Path) -> Iterator[list[RelayProcess]]:
+    tmp_path.chmod(0o700)
+    url = shared_server().new_database()
+    started = [start_node(tmp_path, url, 0)]
+    started += [start_node(tmp_path, url, i) for i in (1, 2)]
+    yield started
+    for node in started:
+        with contextlib.suppress(ProcessLookupError):
+            node.proc.send_signal(signal.SIGCONT)
+        node.stop()
+
+
+@pytest.fixture
+async def backend() -> AsyncIterator[Backend]:
+    b = Backend()
+    await b.start()
+    yield b
+    await b.stop()
+
+
+async def _client_on(
+    nodes: list[RelayProcess], home: Path, backend: Backend
+) -> tuple[ClientProcess, str, str]:
+    """relay-client with every node's address, node 1 first: (its process, host, token)."""
+    name = unique_name("ha")
+    token = nodes[0].add_user(name)
+    relays = ",".join(f"{n.address}:{n.ssh_port}" for n in nodes)
+    client = await start_client(
+        nodes[0], home, ["--relay", relays, "--user", name, "--token", token, "--port", str(backend.port)]
+    )
+    return client, f"{name}.localhost", token
+
+
+@dataclass
+class Load:
+    """Visitors asking for a host through some nodes, every 50 ms each: what they got, and when."""
+
+    nodes: list[RelayProcess]
+    host: str
+    token: str
+    seen: list[tuple[float, str, int | None, float]] = field(default_factory=list)  # (at, node, status, took)
+
+    async def run(self) -> None:
+        timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            while True:
+                await asyncio.gather(*(self._one(session, node) for node in self.nodes))
+                await asyncio.sleep(0.05)
+
+    async def _one(self, session: aiohttp.ClientSession, node: RelayProcess) -> None:
+        started = time.monotonic()
+        status: int | None = None
+        with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError, TimeoutError):
+            async with session.get(
+                f"{node.base}/echo", headers={"Host": self.host, "X-Relay-Token": self.token}
+            ) as resp:
+                await resp.read()
+                status = resp.status
+        self.seen.append((started, node.address, status, time.monotonic() - started))
+
+    def back_after(self, since: float) -> float | None:
+        """Seconds from ``since`` until every node answered 200 again (and went on so), or None."""
+        last_bad = since
+        good: set[str] = set()
+        for at, node, status, _ in self.seen:
+            if at < since:
+                continue
+            if status == 200:
+                good.add(node)
+            else:
+                last_bad, good = at, set()
+        return last_bad - since if len(good) == len(self.nodes) else None
+
+
+def _nodes(node: RelayProcess) -> dict[str, bool]:
+    out = subprocess.run(
+        [sys.executable, "-m", "relay", "nodes", "--json", "--data-dir", str(node.data_dir)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return {n["name"]: n["alive"] for n in json.loads(out.stdout)["nodes"]}
+
+
+async def test_the_url_is_back_within_10_s_after_its_node_is_killed(
+    nodes: list[RelayProcess], backend: Backend, tmp_path: Path
+) -> None:
+    client, host, token = await _client_on(nodes, tmp_path, backend)
+    load = Load(nodes[1:], host, token)
+    running = asyncio.ensure_future(load.run())
+    try:
+        await asyncio.sleep(1.0)
+        assert {s for _, _, s, _ in load.seen} == {200}  # served through nodes 2 and 3 before
+        killed = time.monotonic()
+        nodes[0].proc.kill()  # kill -9: no goodbye to the store, the clients or the other nodes
+        await client.stderr_until("connected", timeout=15)  # the client's next node took it
+        await asyncio.sleep(3.0)
+    finally:
+        running.cancel()
+        await client.stop()
+    back = load.back_after(killed)
+    assert back is not None and back < 10.0, load.seen[-20:]
+    assert max(took for _, _, _, took in load.seen) < REQUEST_TIMEOUT  # never a hang
+
+
+async def test_a_frozen_node_is_taken_over_and_serves_nothing_after_it_thaws(
+    nodes: list[RelayProcess], backend: Backend, tmp_path: Path
+) -> None:
+    client, host, token = await _client_on(nodes, tmp_path, backend)
+    load = Load(nodes[1:], host, token)
+    running = asyncio.ensure_future(load.run())
+    try:
+        await asyncio.sleep(1.0)
+        frozen = time.monotonic()
+        nodes[0].proc.send_signal(signal.SIGSTOP)
+        await asyncio.sleep(12.0)
+        assert _nodes(nodes[1])["n1"] is False  # silent for 10 s: dead, its routes void
+        await asyncio.sleep(3.0)
+        back = load.back_after(frozen)
+        assert back is not None and back < 15.0, load.seen[-20:]  # the client moved on, the URL is back
+        nodes[0].proc.send_signal(signal.SIGCONT)
+        thawed = time.monotonic()
+        deadline = thawed + 10
+        while not _nodes(nodes[1]).get("n1"):
+            assert time.monotonic() < deadline, "node 1 did not come back after SIGCONT"
+            await asyncio.sleep(0.2)
+        load.nodes = nodes  # now through node 1 as well
+        await asyncio.sleep(3.0)
+        rows = subprocess.run(
+            [sys.executable, "-m", "relay", "tunnels", "--json", "--data-dir", str(nodes[1].data_dir)],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        held = [t for t in json.loads(rows.stdout)["tunnels"] if t["host"] == host]
+        assert [t["node"] for t in held] in (["n2"], ["n3"])  # held by the node the client moved to
+    finally:
+        running.cancel()
+        await client.stop()
+    assert load.back_after(thawed + 1.0) == 0.0, load.seen[-30:]  # node 1 hands it over by a hop
+
+
+async def test_two_users_racing_for_one_name_on_two_nodes_leave_one_owner(
+    nodes: list[RelayProcess], backend: Backend
+) -> None:
+    name = unique_name("race")
+    alice, bob = unique_name("al"), unique_name("bo")
+    tokens = [nodes[0].add_user(alice), nodes[0].add_user(bob)]
+    spec = f"{name}:80:127.0.0.1:{backend.port}"
+    tunnels = await asyncio.gather(
+        open_tunnel(nodes[0], alice, spec, token=tokens[0], expect_url=False, extra=EXIT_ON_REFUSAL),
+        open_tunnel(nodes[1], bob, spec, token=tokens[1], expect_url=False, extra=EXIT_ON_REFUSAL),
+    )
+    try:
+        outs = []
+        for tunnel in tunnels:
+            assert tunnel.proc.stdout is not None and tunnel.proc.stderr is not None
+            line = await asyncio.wait_for(tunnel.proc.stdout.readline(), 15)
+            outs.append(line.decode())
+        won = [f"http://{name}.localhost" in out for out in outs]
+        assert won.count(True) == 1, outs
+        with contextlib.closing(nodes[2].store()) as store:
+            owner = store.name_owner(name)
+            assert owner == store.get_user(alice if won[0] else bob).id
+    finally:
+        for tunnel in tunnels:
+            await tunnel.close()
