@@ -22,7 +22,6 @@ import shutil
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Iterator
 from configparser import ConfigParser
 from pathlib import Path
 from typing import Any
@@ -311,23 +310,28 @@ def interpolate(text: str, env: dict[str, str]) -> str:
     return re.sub(r"\$\{(\w+)(?:(:-|:\?)([^}]*))?\}", one, text)
 
 
-@pytest.fixture(scope="module")
-def compose() -> Iterator[dict[str, Any]]:
-    """compose.yaml resolved with deploy/relay.env.example, by docker-compose when it is installed."""
-    env_example = DEPLOY / "relay.env.example"
+def resolved_compose(compose_file: Path, env_example: Path) -> dict[str, Any]:
+    """``compose_file`` resolved with ``env_example``, by docker-compose when it is installed."""
     if shutil.which("docker-compose"):
         result = subprocess.run(
-            ["docker-compose", "--env-file", str(env_example), "-f", str(DEPLOY / "compose.yaml"), "config"],
+            ["docker-compose", "--env-file", str(env_example), "-f", str(compose_file), "config"],
             env={"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/")},
             capture_output=True,
             text=True,
             timeout=60,
         )
         assert result.returncode == 0, result.stderr
-        yield yaml.safe_load(result.stdout)
+        doc = yaml.safe_load(result.stdout)
     else:
-        text = (DEPLOY / "compose.yaml").read_text()
-        yield yaml.safe_load(interpolate(text, env_file(env_example)))
+        doc = yaml.safe_load(interpolate(compose_file.read_text(), env_file(env_example)))
+    assert isinstance(doc, dict)
+    return doc
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    """compose.yaml resolved with deploy/relay.env.example."""
+    return resolved_compose(DEPLOY / "compose.yaml", DEPLOY / "relay.env.example")
 
 
 @pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose is not installed")
@@ -609,3 +613,51 @@ def test_the_prometheus_example_scrapes_the_documented_metrics_address() -> None
     assert job["static_configs"][0]["targets"] == ["127.0.0.1:9464"]
     guide = (REPO / "docs" / "deploy.md").read_text()
     assert "--metrics-bind 127.0.0.1:9464" in guide and "deploy/monitoring/grafana-dashboard.json" in guide
+
+
+# -- the cluster example (deploy/cluster/) ------------------------------------------------------------
+
+CLUSTER = DEPLOY / "cluster"
+
+
+@pytest.fixture(scope="module")
+def cluster_compose() -> dict[str, Any]:
+    """deploy/cluster/compose.yaml resolved with its env example."""
+    return resolved_compose(CLUSTER / "compose.yaml", CLUSTER / "cluster.env.example")
+
+
+def test_the_cluster_example_runs_two_nodes_on_one_store(cluster_compose: dict[str, Any]) -> None:
+    services = cluster_compose["services"]
+    nodes = {name: services[name] for name in ("relay1", "relay2")}
+    stores = {str(s["environment"]["RELAY_STORE"]) for s in nodes.values()}
+    assert (
+        len(stores) == 1
+        and next(iter(stores)).startswith("postgresql://relay:")
+        and "@postgres/relay" in next(iter(stores))
+    )  # one store, its password from .env
+    assert sorted(option(s["command"], "--node") for s in nodes.values()) == ["relay1", "relay2"]
+    for service in nodes.values():
+        address = option(service["command"], "--cluster-address")
+        # Each node's link is at its own fixed address on the cluster network, which is not published.
+        assert address.rsplit(":", 1)[0] == service["networks"]["cluster"]["ipv4_address"]
+        assert all(target != 7700 for _, target in ports(service))
+        assert service["depends_on"]["postgres"]["condition"] == "service_healthy"
+        caddy_ip = services["caddy"]["networks"]["cluster"]["ipv4_address"]
+        assert option(service["command"], "--trust-proxy") == f"{caddy_ip}/32"
+    assert {target for s in nodes.values() for _, target in ports(s)} == {RELAY_SSH_PORT}
+    assert len({published for s in nodes.values() for published, _ in ports(s)}) == 2
+
+
+@needs_caddy
+def test_the_cluster_caddyfile_balances_across_both_nodes(workdir: Path) -> None:
+    result = subprocess.run(
+        ["caddy", "adapt", "--adapter", "caddyfile", "--config", str(CLUSTER / "Caddyfile")],
+        env=clean_env(workdir),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    text = result.stdout
+    assert '"dial":"relay1:8080"' in text and '"dial":"relay2:8080"' in text
+    assert '"uri":"/_relay/health"' in text and "round_robin" in text

@@ -59,3 +59,19 @@ def test_quick_benchmark_reports_every_stack(tmp_path: Path) -> None:
     for label in SERVER_LABELS.values():
         assert any(f"| {label} |" in row for row in rows), label
     assert "cores:" in text and "OpenSSH" in text
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(180)
+def test_the_hop_benchmark_measures_both_ways_in() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.bench.hop", "--rounds", "2", "--seconds", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=170,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    assert sum(line.startswith("round ") for line in lines) == 4  # both stacks, both rounds
+    assert any(line.startswith("hop/owning: req/s ") for line in lines), proc.stdout
