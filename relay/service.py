@@ -70,7 +70,7 @@ class RelayService:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.registry = Registry()
+        self.registry = Registry(config.node)
         self._stream_ssh: StreamListener | None = None  # SSH over WebSocket's way in
         self.aliases = AliasTable()  # TCP aliases: the SSH side serves them, the dashboard lists them
         self._stop = asyncio.Event()

@@ -214,9 +214,11 @@ class Metered:
 class Registry:
     """Live tunnels by public host. In memory: a relay restart drops them and clients reconnect."""
 
-    def __init__(self) -> None:
+    def __init__(self, node: str = "") -> None:
         self._by_host: dict[str, Tunnel] = {}
         self._listeners: list[Listener] = []
+        #: The cluster node these tunnels are on ("" for a single relay).
+        self.node = node
 
     def subscribe(self, listener: Listener) -> None:
         """``listener(host, tunnel_or_None)`` is called after each change."""

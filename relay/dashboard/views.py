@@ -31,12 +31,19 @@ class HostRow:
 
 def _row(store: Store, registry: Registry, public: PublicUrl, host: str, owner: str) -> HostRow:
     tunnel = registry.get(host)
-    seen = store.last_seen(host)
     if tunnel is not None:
         return HostRow(
             host, public.tunnel_url(host), True, tunnel.since, tunnel.client, None, tunnel.bytes_in,
             tunnel.bytes_out, tunnel.requests, tunnel.channels, store.is_public(host), owner,
         )  # fmt: skip
+    # In a cluster another node may hold it: live, with the figures that node last wrote.
+    other = store.live_elsewhere(host, registry.node) if store.clustered else None
+    if other is not None:
+        return HostRow(
+            host, public.tunnel_url(host), True, other.since, f"{other.client} (node {other.node})", None,
+            other.bytes_in, other.bytes_out, 0, 0, store.is_public(host), owner,
+        )  # fmt: skip
+    seen = store.last_seen(host)
     return HostRow(
         host, public.tunnel_url(host), False, None, seen[1] if seen else "", seen[0] if seen else None,
         0, 0, 0, 0, store.is_public(host), owner,

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 
 from ..errors import Conflict
+from .models import LiveTunnel
 from .records import ROUTES, Records
 from .tokens import hash_secret
 
@@ -128,6 +129,19 @@ class Cluster(Records):
             "SELECT host, node, user_id, since FROM live_tunnels WHERE node != ''"
         ).fetchall()
         return {str(r[0]): Route(str(r[1]), int(r[2]), float(r[3])) for r in rows}
+
+    def live_elsewhere(self, host: str, node: str) -> LiveTunnel | None:
+        """``host``'s tunnel if a live node other than ``node`` holds it (the dashboard of a node
+        shows the cluster's tunnels, with the figures their node last wrote)."""
+        row = self._db.execute(
+            "SELECT l.host, u.name, l.client, l.since, l.bytes_in, l.bytes_out, l.node FROM live_tunnels l "
+            "JOIN users u ON u.id = l.user_id JOIN nodes n ON n.name = l.node "
+            f"WHERE l.host = ? AND l.node != ? AND {self._db.now_sql} - n.heartbeat_at < ?",
+            (host, node, DEAD_AFTER),
+        ).fetchone()
+        if row is None:
+            return None
+        return LiveTunnel(row[0], row[1], row[2], float(row[3]), int(row[4]), int(row[5]), node=row[6])
 
     def route(self, host: str) -> Route | None:
         row = self._db.execute(

@@ -14,6 +14,7 @@ from relay.datadir import ensure_data_dir
 from relay.errors import StoreError
 from relay.store import Store
 from relay.store.changes import ChangeFeed, listen
+from relay.store.cluster import Route
 from relay.store.copy import columns
 from relay.store.postgres import OnLoop, PostgresEngine, connect_string, redact
 from relay.store.schema import SCHEMA_VERSION, TABLES
@@ -152,5 +153,28 @@ def test_a_query_on_the_event_loop_thread_is_refused(postgres: PostgresServer) -
         worker.start()
         worker.join()
         assert done == ["alice"]  # any other thread reads on
+    finally:
+        store.close()
+
+
+def test_a_tunnel_held_by_a_live_node_is_seen_from_the_others(postgres: PostgresServer) -> None:
+    store = Store.connect(postgres.new_database())
+    try:
+        alice = store.add_user("alice")
+        store.register_node("n1", "127.0.0.11:7700", "inc-1")
+        store.put_live("alice.localhost", alice.id, "198.51.100.7:5555", 1000.0, node="n1")
+        seen = store.live_elsewhere("alice.localhost", "n2")
+        assert seen is not None and (seen.node, seen.client, seen.user) == (
+            "n1",
+            "198.51.100.7:5555",
+            "alice",
+        )
+        assert store.live_elsewhere("alice.localhost", "n1") is None  # its own node looks at its registry
+        store.engine.execute("UPDATE nodes SET heartbeat_at = heartbeat_at - 11")  # n1 silent for 11 s
+        assert store.live_elsewhere("alice.localhost", "n2") is None  # a dead node's tunnel is not live
+        assert [n.alive for n in store.nodes()] == [False]
+        assert store.route("alice.localhost") == Route("n1", alice.id, 1000.0)  # void, but still its row
+        store.leave("n1", "inc-1")
+        assert store.routes() == {} and store.nodes() == []
     finally:
         store.close()
