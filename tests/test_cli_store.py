@@ -71,7 +71,7 @@ def test_migrate_copies_every_table_and_the_host_key(data_dir: Path, postgres: P
     copied = {t: n for t, n in want.items() if t not in SKIPPED}
     copied["cluster_keys"] = 1  # the host key
     assert rows == copied and all(n > 0 for t, n in rows.items() if t != "cluster_keys")
-    assert _counts(url) == {**copied, "live_tunnels": 0, "nodes": 0}
+    assert _counts(url) == {**copied, "live_tunnels": 0, "nodes": 0, "sso_codes": 0}
     target = Store.connect(url)
     try:
         assert [u.name for u in target.list_users()] == ["alice", "bob"]

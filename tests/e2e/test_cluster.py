@@ -4,7 +4,6 @@ tunnel held by one node is served through the others, one authenticated hop away
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import subprocess
@@ -199,12 +198,3 @@ async def test_a_forged_hop_is_refused_and_logged(cluster: list[RelayProcess], h
     assert (
         "cluster.hop_refused" in log and "not from a node of this cluster" in log and "wrong signature" in log
     )
-
-
-@pytest.fixture
-async def backend() -> AsyncIterator[Backend]:
-    b = Backend()
-    await b.start()
-    yield b
-    with contextlib.suppress(Exception):
-        await b.stop()

@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,14 +42,6 @@ def nodes(tmp_path: Path) -> Iterator[list[RelayProcess]]:
         with contextlib.suppress(ProcessLookupError):
             node.proc.send_signal(signal.SIGCONT)
         node.stop()
-
-
-@pytest.fixture
-async def backend() -> AsyncIterator[Backend]:
-    b = Backend()
-    await b.start()
-    yield b
-    await b.stop()
 
 
 async def _client_on(
