@@ -4,8 +4,9 @@ the same requests through another node of the cluster, which carries them one ho
     python -m tests.bench.hop [--rounds N] [--seconds S]
 
 Two nodes on one PostgreSQL that the benchmark starts, a stock ``ssh -tt -R`` tunnel held by node 1,
-wrk through node 1 and through node 2 in turn. The relay side's CPU counts both nodes (through node 2
-both work on each request). Prints one line per stack and round, then the medians and the ratios."""
+wrk through node 1 and through node 2 in turn, and for reference the same through a single relay on
+its embedded SQLite store. The relay side's CPU counts both nodes (through node 2 both work on each
+request). Prints one line per stack and round, then the medians and the ratios."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from .processes import spawn
 
 USER = "bench"
 FIGURES = ("small_req_s", "small_p50_ms", "small_p99_ms", "small_cpu_us", "small_client_cpu_us")
-STACKS = ("owning node", "another node (one hop)")
+STACKS = ("single relay (SQLite)", "owning node", "another node (one hop)")
 
 
 def _node(work: Path, url: str, n: int) -> RelayProcess:
@@ -52,33 +53,36 @@ async def hop(rounds: int, seconds: float) -> dict[str, dict[str, list[float]]]:
             url = postgres.new_database()
             backend = await start_backend(work, 1 << 20)
             cleanup.callback(backend.stop)
+            single_dir = work / "single"
+            single_dir.mkdir(mode=0o700)
+            single = start_relay(single_dir)
             nodes = [_node(work, url, 1), _node(work, url, 2)]
-            for node in nodes:
-                cleanup.callback(node.stop)
-            owner_token = nodes[0].add_user(USER)  # the owner visits its own tunnel with its token
-            key = nodes[0].add_key(USER)
-            argv, env = ssh_args(nodes[0], USER, key=key)
-            argv += [
-                "-tt",
-                "-o",
-                f"Ciphers={CIPHER}",
-                "-R",
-                f"hop:80:127.0.0.1:{backend.port}",
-                f"{USER}@127.0.0.1",
-            ]
-            child = spawn("hop", argv, work, env=env, stdin=subprocess.PIPE)
-            cleanup.callback(child.stop)
-            pids = (nodes[0].proc.pid, nodes[1].proc.pid)
-            endpoints = [
-                Endpoint(node.http_port, f"hop.localhost:{node.http_port}", {"X-Relay-Token": owner_token})
-                for node in nodes
-            ]
-            for endpoint in endpoints:
-                await wait_working(endpoint, SMALL_PATH, SMALL_BODY)
+            for relay in (single, *nodes):
+                cleanup.callback(relay.stop)
+            stacks = []
+            for relay, server in ((single, (single,)), (nodes[0], (nodes[0], nodes[1]))):
+                token = relay.add_user(USER)  # the owner visits its own tunnel with its token
+                argv, env = ssh_args(relay, USER, key=relay.add_key(USER))
+                argv += ["-tt", "-o", f"Ciphers={CIPHER}", "-R", f"hop:80:127.0.0.1:{backend.port}"]
+                child = spawn(
+                    f"hop-{relay.http_port}",
+                    [*argv, f"{USER}@127.0.0.1"],
+                    work,
+                    env=env,
+                    stdin=subprocess.PIPE,
+                )
+                cleanup.callback(child.stop)
+                sides = Sides(tuple(r.proc.pid for r in server), (child.pid,))
+                for via in (relay,) if relay is single else nodes:
+                    endpoint = Endpoint(
+                        via.http_port, f"hop.localhost:{via.http_port}", {"X-Relay-Token": token}
+                    )
+                    await wait_working(endpoint, SMALL_PATH, SMALL_BODY)
+                    stacks.append((endpoint, sides))
+            order = list(zip(STACKS, stacks, strict=True))
             for r in range(rounds):
-                order = list(zip(STACKS, endpoints, strict=True))
-                for stack, endpoint in order[r % 2 :] + order[: r % 2]:
-                    figures = await workloads.small(endpoint, sizes, Sides(pids, (child.pid,)))
+                for stack, (endpoint, sides) in order[r % 3 :] + order[: r % 3]:
+                    figures = await workloads.small(endpoint, sizes, sides)
                     for f in FIGURES:
                         seen[stack][f].append(figures[f])
                     print(
@@ -99,14 +103,13 @@ def main() -> None:
     medians = {s: {f: statistics.median(v) for f, v in figures.items()} for s, figures in seen.items()}
     for stack, figures in medians.items():
         print(f"median {stack:24} " + " ".join(f"{f}={v:,.1f}" for f, v in figures.items()))
-    owning, other = (medians[s] for s in STACKS)
-    print(
-        "hop/owning: req/s {:.2f}x, p99 {:.2f}x, relay CPU per request {:.2f}x".format(
-            other["small_req_s"] / owning["small_req_s"],
-            other["small_p99_ms"] / owning["small_p99_ms"],
-            other["small_cpu_us"] / owning["small_cpu_us"],
+    single, owning, other = (medians[s] for s in STACKS)
+    for label, a, b in (("hop/owning", other, owning), ("owning/single", owning, single)):
+        print(
+            f"{label}: req/s {a['small_req_s'] / b['small_req_s']:.2f}x, "
+            f"p99 {a['small_p99_ms'] / b['small_p99_ms']:.2f}x, "
+            f"relay CPU per request {a['small_cpu_us'] / b['small_cpu_us']:.2f}x"
         )
-    )
 
 
 if __name__ == "__main__":

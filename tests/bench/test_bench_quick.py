@@ -73,5 +73,6 @@ def test_the_hop_benchmark_measures_both_ways_in() -> None:
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     lines = proc.stdout.splitlines()
-    assert sum(line.startswith("round ") for line in lines) == 4  # both stacks, both rounds
+    assert sum(line.startswith("round ") for line in lines) == 6  # three stacks, two rounds
     assert any(line.startswith("hop/owning: req/s ") for line in lines), proc.stdout
+    assert any(line.startswith("owning/single: req/s ") for line in lines), proc.stdout
