@@ -198,3 +198,34 @@ async def test_a_forged_hop_is_refused_and_logged(cluster: list[RelayProcess], h
     assert (
         "cluster.hop_refused" in log and "not from a node of this cluster" in log and "wrong signature" in log
     )
+
+
+async def test_a_takeover_on_another_node_closes_the_first_within_a_second(
+    cluster: list[RelayProcess], backend: Backend
+) -> None:
+    name = unique_name("tk")
+    token = cluster[0].add_user(name)
+    spec = f"{name}:80:127.0.0.1:{backend.port}"
+    first = await open_tunnel(cluster[0], name, spec, token=token)
+    try:
+        await _routed(cluster, f"{name}.localhost", "n1")
+        second = await open_tunnel(cluster[1], name, spec, token=token)  # the same user, on node 2
+        taken = time.monotonic()
+        try:
+            assert first.proc.stderr is not None
+
+            async def notice() -> str:
+                while True:
+                    line = (await first.proc.stderr.readline()).decode()  # type: ignore[union-attr]
+                    if not line or "taken over on node n2" in line:
+                        return line
+
+            line = await asyncio.wait_for(notice(), 5)
+            assert "taken over on node n2" in line
+            assert time.monotonic() - taken < 1.0
+            reply = await fetch(cluster[2], f"{name}.localhost", "/echo", headers={"X-Relay-Token": token})
+            assert reply.status == 200  # served through node 2's tunnel now
+        finally:
+            await second.close()
+    finally:
+        await first.close()

@@ -10,8 +10,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from relay.cluster.setup import SECRET_KEY, check_joining
 from relay.datadir import ensure_data_dir
-from relay.errors import StoreError
+from relay.errors import Conflict, StoreError
 from relay.store import Store
 from relay.store.changes import ChangeFeed, listen
 from relay.store.cluster import Route
@@ -176,5 +177,24 @@ def test_a_tunnel_held_by_a_live_node_is_seen_from_the_others(postgres: Postgres
         assert store.route("alice.localhost") == Route("n1", alice.id, 1000.0)  # void, but still its row
         store.leave("n1", "inc-1")
         assert store.routes() == {} and store.nodes() == []
+    finally:
+        store.close()
+
+
+def test_joining_refuses_a_live_name_and_a_missing_secret(postgres: PostgresServer) -> None:
+    store = Store.connect(postgres.new_database())
+    try:
+        secret = check_joining(store, "n1")  # the first node of a new cluster makes the secret
+        assert len(secret) == 64 and check_joining(store, "n2") == secret  # later ones share it
+        store.register_node("n1", "127.0.0.11:7700", "inc-1")
+        with pytest.raises(Conflict, match="node 'n1' is already in the cluster"):
+            check_joining(store, "n1")
+        store.engine.execute("DELETE FROM cluster_keys WHERE name = ?", (SECRET_KEY,))
+        before = store.engine.execute("SELECT count(*) FROM cluster_keys").fetchone()
+        with pytest.raises(StoreError, match=r"secret is missing .* while nodes n1 run"):
+            check_joining(store, "n2")
+        assert store.engine.execute("SELECT count(*) FROM cluster_keys").fetchone() == before  # nothing made
+        store.engine.execute("UPDATE nodes SET heartbeat_at = heartbeat_at - 11")  # n1 is dead now
+        assert len(check_joining(store, "n1")) == 64  # a dead node's name is free; a new secret is made
     finally:
         store.close()
