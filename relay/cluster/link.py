@@ -15,11 +15,12 @@ import ipaddress
 import logging
 import time
 from collections.abc import Callable
+from typing import cast
 
 from ..errors import BadGateway, RelayError
 from ..logfmt import emit
 from ..proxy.forward import LINGER
-from ..proxy.splice import Splice
+from ..proxy.splice import End, Splice
 from ..readbuffer import ReadBuffer
 from ..socketstream import SocketStream
 from ..store.cluster import NodeInfo
@@ -149,6 +150,10 @@ class HopServer:
         except asyncio.CancelledError:
             stream.close()
             raise
+        except Exception:  # one hop's bug must not go unseen, nor leave its socket open
+            log.exception("serving a hop from %s failed", peer_ip)
+            stream.close()
+            return
         if why is not None:
             emit(log, logging.WARNING, "cluster.hop_refused", peer=peer_ip, why=why)
             await self._refuse(stream, why)
@@ -196,7 +201,7 @@ class HopServer:
         assert isinstance(reader, ReadBuffer)
         splice = Splice(
             (stream, stream),
-            (reader, channel.writer),  # type: ignore[arg-type]
+            (reader, cast(End, channel.writer)),  # every tunnel channel is one (as in forward.py)
             count=(tunnel.count_in, tunnel.count_out),
             linger=LINGER,
             stall=self.stall,
