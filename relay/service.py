@@ -332,6 +332,7 @@ class RelayService:
             registry=self.registry,
             node_addresses=lambda: [n.address for n in node.nodes.values() if n.name != cfg.node],
             stall=cfg.limits.stream_idle_timeout,
+            refresh_nodes=node.refresh_nodes,
         )
         host, port = cfg.cluster_address
         link = await asyncio.get_running_loop().create_server(

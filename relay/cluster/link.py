@@ -14,7 +14,7 @@ import contextlib
 import ipaddress
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import cast
 
 from ..errors import BadGateway, RelayError
@@ -121,11 +121,14 @@ class HopServer:
         registry: Registry,
         node_addresses: Callable[[], list[str]],
         stall: float,
+        refresh_nodes: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.me = me
         self.secret = secret
         self.registry = registry
         self.node_addresses = node_addresses
+        #: Reads the nodes again: a node that joined since the last heartbeat is not known yet.
+        self.refresh_nodes = refresh_nodes
         self.stall = stall
         self.nonces = hop.Nonces()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -179,7 +182,10 @@ class HopServer:
     async def _join(self, stream: SocketStream, peer_ip: str) -> str | None:
         """Serve one hop; returns why it was refused (None: it was served)."""
         if not peer_allowed(peer_ip, self.node_addresses()):
-            return "not from a node of this cluster"
+            if self.refresh_nodes is not None:
+                await self.refresh_nodes()
+            if not peer_allowed(peer_ip, self.node_addresses()):
+                return "not from a node of this cluster"
         try:
             line = await asyncio.wait_for(stream.readuntil(b"\n"), PREAMBLE_TIMEOUT)
         except (asyncio.LimitOverrunError, ValueError):

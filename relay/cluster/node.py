@@ -54,6 +54,7 @@ class ClusterNode:
         self.routes: dict[str, Route] = {}
         self.nodes: dict[str, NodeInfo] = {}
         self._nodes_read = time.monotonic()  # when ``nodes`` was read (their silence grows since)
+        self._asked = 0.0  # when refresh_nodes last asked (it asks at most once a second)
         self._last_beat = time.monotonic()  # the last heartbeat the database took
         self._remote: dict[tuple[str, str], Tunnel] = {}
         #: When each local tunnel came up here: a table read before that cannot know of it yet.
@@ -139,6 +140,15 @@ class ClusterNode:
         self._last_beat = time.monotonic()
         self.nodes, self._nodes_read = {n.name: n for n in nodes}, time.monotonic()
         self._apply(routes, read_at)
+
+    async def refresh_nodes(self) -> None:
+        """Read the nodes now (at most once a second: a stranger knocking costs no more)."""
+        if time.monotonic() - self._asked < 1.0:
+            return
+        store, self._asked = self.store, time.monotonic()
+        with contextlib.suppress(*STORE_ERRORS):
+            nodes = await self.reads(store.nodes)
+            self.nodes, self._nodes_read = {n.name: n for n in nodes}, time.monotonic()
 
     def _fence(self) -> None:
         for tunnel in list(self.registry.all()):

@@ -22,7 +22,7 @@ from tests.pgserver import shared_server
 
 from .conftest import unique_name
 from .harness import Backend, ClientProcess, RelayProcess, open_tunnel, start_client
-from .test_cluster import start_node
+from .test_cluster import routed, start_node
 
 #: How long a visitor's request may take before it counts as a hang (the offline answer and a
 #: dead node's 502 must both come quicker).
@@ -54,6 +54,7 @@ async def _client_on(
     client = await start_client(
         nodes[0], home, ["--relay", relays, "--user", name, "--token", token, "--port", str(backend.port)]
     )
+    await routed(nodes, f"{name}.localhost", token)  # every node knows where it is
     return client, f"{name}.localhost", token
 
 
