@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Callable
 
@@ -56,7 +57,8 @@ class ClusterNode:
         self._nodes_read = time.monotonic()  # when ``nodes`` was read (their silence grows since)
         self._asked = 0.0  # when refresh_nodes last asked (it asks at most once a second)
         self._last_beat = time.monotonic()  # the last heartbeat the database took
-        self._remote: dict[tuple[str, str], Tunnel] = {}
+        self._remote: dict[tuple[str, str, str], Tunnel] = {}
+        self._remote_lock = threading.Lock()
         #: When each local tunnel came up here: a table read before that cannot know of it yet.
         self._local_since: dict[str, float] = {}
         self.draining = False
@@ -97,16 +99,20 @@ class ClusterNode:
         info = self.alive(route.node)
         if info is None:
             return None  # its node is dead: offline until its client reconnects somewhere
-        key = (host, route.node)
+        key = (host, route.node, info.address)  # a node started again may listen elsewhere
         remote = self._remote.get(key)
-        if remote is None or remote.user_id != route.user_id or remote.closed:
-            remote = Tunnel(
-                host=host, user_id=route.user_id, user_name="", client=f"node {route.node}",
-                opener=self._open_hop(info, host),
-            )  # fmt: skip
-            if len(self._remote) > 10_000:
-                self._remote.clear()
-            self._remote[key] = remote
+        if remote is not None and remote.user_id == route.user_id:
+            return remote
+        with self._remote_lock:  # reader threads route at once; each host gets one object (a
+            remote = self._remote.get(key)  # WebSocket's recheck compares it by identity)
+            if remote is None or remote.user_id != route.user_id:
+                remote = Tunnel(
+                    host=host, user_id=route.user_id, user_name="", client=f"node {route.node}",
+                    opener=self._open_hop(info, host),
+                )  # fmt: skip
+                if len(self._remote) > 10_000:
+                    self._remote.clear()
+                self._remote[key] = remote
         return remote
 
     # -- keeping the tables true -----------------------------------------------------------------
