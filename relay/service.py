@@ -82,6 +82,7 @@ class RelayService:
         self._listen_task: asyncio.Task[None] | None = None
         self.node: ClusterNode | None = None  # this node's place in a cluster (None: a single relay)
         self.hops: HopServer | None = None
+        self._link: asyncio.AbstractServer | None = None
         self.cluster_secret = ""
         #: Store writes off the event loop (opened with the store, in its own thread).
         self.writer: StoreWriter | None = None
@@ -338,7 +339,7 @@ class RelayService:
         link = await asyncio.get_running_loop().create_server(
             self.hops.protocol, host, port, reuse_address=True
         )
-        self._servers.append(link)
+        self._link = link  # closed after the drain: other nodes' visitors still reach our tunnels
         bound = link.sockets[0].getsockname()
         node.address = f"[{bound[0]}]:{bound[1]}" if ":" in bound[0] else f"{bound[0]}:{bound[1]}"
         store.register_node(cfg.node, node.address, node.incarnation)  # before the loop is guarded
@@ -460,6 +461,8 @@ class RelayService:
             self._stream_ssh.close()  # and no new SSH over WebSocket either
         if self.proxy is not None:
             await self.proxy.drain(self.config.limits.shutdown_grace)
+        if self._link is not None:  # hops in flight were part of that drain's grace
+            self._link.close()
         if self._dashboard_runner is not None:  # its event streams end at once (they are not waited for)
             await self._dashboard_runner.cleanup()
         await self.ssh_connections.close_all("relay is shutting down; reconnect in a moment", wait=5.0)
