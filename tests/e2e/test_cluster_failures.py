@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -99,6 +99,22 @@ class Load:
         return last_bad - since if len(good) == len(self.nodes) else None
 
 
+@contextlib.asynccontextmanager
+async def _under_load(
+    nodes: list[RelayProcess], home: Path, backend: Backend
+) -> AsyncIterator[tuple[ClientProcess, Load]]:
+    """A relay-client tunnel held by node 1, and visitors through nodes 2 and 3 for a second already."""
+    client, host, token = await _client_on(nodes, home, backend)
+    load = Load(nodes[1:], host, token)
+    running = asyncio.ensure_future(load.run())
+    try:
+        await asyncio.sleep(1.0)
+        yield client, load
+    finally:
+        running.cancel()
+        await client.stop()
+
+
 def _nodes(node: RelayProcess) -> dict[str, bool]:
     out = subprocess.run(
         [sys.executable, "-m", "relay", "nodes", "--json", "--data-dir", str(node.data_dir)],
@@ -110,19 +126,12 @@ def _nodes(node: RelayProcess) -> dict[str, bool]:
 async def test_the_url_is_back_within_10_s_after_its_node_is_killed(
     nodes: list[RelayProcess], backend: Backend, tmp_path: Path
 ) -> None:
-    client, host, token = await _client_on(nodes, tmp_path, backend)
-    load = Load(nodes[1:], host, token)
-    running = asyncio.ensure_future(load.run())
-    try:
-        await asyncio.sleep(1.0)
+    async with _under_load(nodes, tmp_path, backend) as (client, load):
         assert {s for _, _, s, _ in load.seen} == {200}  # served through nodes 2 and 3 before
         killed = time.monotonic()
         nodes[0].proc.kill()  # kill -9: no goodbye to the store, the clients or the other nodes
         await client.stderr_until("back: ", timeout=20)  # the client's next node took it
         await asyncio.sleep(2.0)  # visitors see it through every node again
-    finally:
-        running.cancel()
-        await client.stop()
     back = load.back_after(killed)
     assert back is not None and back < 10.0, load.seen[-20:]
     assert max(took for _, _, _, took in load.seen) < REQUEST_TIMEOUT  # never a hang
@@ -131,11 +140,8 @@ async def test_the_url_is_back_within_10_s_after_its_node_is_killed(
 async def test_a_frozen_node_is_taken_over_and_serves_nothing_after_it_thaws(
     nodes: list[RelayProcess], backend: Backend, tmp_path: Path
 ) -> None:
-    client, host, token = await _client_on(nodes, tmp_path, backend)
-    load = Load(nodes[1:], host, token)
-    running = asyncio.ensure_future(load.run())
-    try:
-        await asyncio.sleep(1.0)
+    async with _under_load(nodes, tmp_path, backend) as (_, load):
+        host = load.host
         frozen = time.monotonic()
         nodes[0].proc.send_signal(signal.SIGSTOP)
         await asyncio.sleep(12.0)
@@ -157,9 +163,6 @@ async def test_a_frozen_node_is_taken_over_and_serves_nothing_after_it_thaws(
         )  # fmt: skip
         held = [t for t in json.loads(rows.stdout)["tunnels"] if t["host"] == host]
         assert [t["node"] for t in held] in (["n2"], ["n3"])  # held by the node the client moved to
-    finally:
-        running.cancel()
-        await client.stop()
     assert load.back_after(thawed + 1.0) == 0.0, load.seen[-30:]  # node 1 hands it over by a hop
 
 
