@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import statistics
 import time
 from collections.abc import Iterator
 from urllib.parse import quote
@@ -42,9 +43,17 @@ async def test_a_sign_in_storm_is_bounded_and_leaves_other_users_alone(
 ) -> None:
     storm = unique_name("storm")
     storm_token = relay.add_user(storm)
-    backend = Backend()
-    await backend.start()
-    own = await open_tunnel(relay, storm, f"{storm}:80:127.0.0.1:{backend.port}", token=storm_token)
+    async with contextlib.AsyncExitStack() as held:  # closed even when an assertion fails
+        backend = Backend()
+        await backend.start()
+        held.push_async_callback(backend.stop)
+        spec = f"{storm}:80:127.0.0.1:{backend.port}"
+        own = await open_tunnel(relay, storm, spec, token=storm_token)
+        held.push_async_callback(own.close)
+        await _storm_beside_bob(relay, owned, storm, storm_token)
+
+
+async def _storm_beside_bob(relay: RelayProcess, owned: Owned, storm: str, storm_token: str) -> None:
     # The other user: signed in to its tunnel host before the storm.
     bob = await fetch(relay, owned.host, f"/?relay_token={owned.token}")
     bob_cookie = cookie_pair(bob.set_cookies[0])
@@ -52,7 +61,7 @@ async def test_a_sign_in_storm_is_bounded_and_leaves_other_users_alone(
     next_url = quote(f"http://{storm}.localhost:{relay.http_port}/") + "&state=" + "s" * 24
     statuses: dict[int, int] = {}
     served: list[int] = []
-    served_at: list[float] = []  # when each of bob's requests was answered
+    latencies: list[tuple[float, float]] = []  # (answered at, seconds taken) for each of bob's
     batches: list[float] = []  # when each batch of sign-ins ended
 
     async def sign_in(session: aiohttp.ClientSession, with_next: bool) -> None:
@@ -67,11 +76,13 @@ async def test_a_sign_in_storm_is_bounded_and_leaves_other_users_alone(
 
     async def bob_visits(session: aiohttp.ClientSession, done: asyncio.Event) -> None:
         while not done.is_set():
+            sent = time.monotonic()
             async with session.get(
                 f"{relay.base}/echo", headers={"Host": owned.host, "Cookie": bob_cookie}
             ) as resp:
                 served.append(resp.status)
-                served_at.append(time.monotonic())
+                now = time.monotonic()
+                latencies.append((now, now - sent))
 
     done = asyncio.Event()
     async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
@@ -87,19 +98,21 @@ async def test_a_sign_in_storm_is_bounded_and_leaves_other_users_alone(
     assert _sessions(relay, storm) == 40  # the cap, oldest replaced
     assert _sessions(relay, owned.name) == 1
     assert served and set(served) == {200}  # bob was served throughout
-    # ... as fast at the end of the storm as at its start: the first and the last tenth of the
-    # sign-ins (the store and the code table were small, then full) left bob the same share.
-    tenth = len(batches) // 10
+    # ... as fast at the end of the storm as at its start: over the first and the last fifth of
+    # the sign-ins (the store and the code table were small, then full), bob's typical request
+    # took about as long. The median, not the rate: a second's hiccup of a busy machine moves a
+    # rate over a window this short, while a cost that grows with the tables moves every request.
+    fifth = len(batches) // 5
 
-    def bob_rate(start: float, end: float) -> float:
-        return sum(start <= t < end for t in served_at) / (end - start)
+    def bob_median(start: float, end: float) -> float:
+        return statistics.median(took for at, took in latencies if start <= at < end)
 
-    first, last = bob_rate(batches[0], batches[tenth]), bob_rate(batches[-tenth - 1], batches[-1])
+    first = bob_median(batches[0], batches[fifth])
+    last = bob_median(batches[-fifth - 1], batches[-1])
     print(
-        f"\nsign-in storm: {STORM} sign-ins; bob {first:.0f} req/s in the first tenth, {last:.0f} in the last"
+        f"\nsign-in storm: {STORM} sign-ins; bob's median request {first * 1000:.1f} ms in the"
+        f" first fifth, {last * 1000:.1f} ms in the last"
     )
-    assert last > 0.5 * first, f"bob's requests/s fell from {first:.0f} to {last:.0f} during the storm"
+    assert last < 3 * first, f"bob's median request went from {first * 1000:.1f} to {last * 1000:.1f} ms"
     again = await fetch(relay, owned.host, "/echo", headers={"Cookie": bob_cookie})
     assert again.status == 200  # and his session survived the storm
-    await own.close()
-    await backend.stop()
