@@ -11,7 +11,8 @@ once migrate one after another and the later ones find the work done.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import psycopg
@@ -35,6 +36,49 @@ CONNECT_OPTIONS: dict[str, str | int] = {
     "keepalives_count": 5,
     "options": "-c statement_timeout=10000",
 }
+
+
+#: After a connection could not be made, the next try waits this long (seconds), doubling up to
+#: RETRY_MAX; meanwhile statements that need a new connection fail at once.
+RETRY_FIRST = 0.25
+RETRY_MAX = 2.0
+
+
+class ConnectBackoff:
+    """Who may try to connect now. While the database answers, every thread connects as it needs.
+    After a failed try, one thread at a time tries again, no sooner than a delay that doubles, and
+    the others fail at once with the last error: an unreachable (or silent) database costs one
+    waiting connect at a time, not one per request, and cached credentials answer without waiting."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._failures = 0
+        self._retry_at = 0.0
+        self._trying = False
+        self._error = ""
+
+    def refusal(self) -> str | None:
+        """None if the calling thread may try now (it must then report :meth:`succeeded` or
+        :meth:`failed`); otherwise why not."""
+        with self._lock:
+            if self._failures == 0:
+                return None
+            wait = self._retry_at - self._clock()
+            if self._trying or wait > 0:
+                return f"{self._error} (trying again in {max(wait, 0.0):.1f} s)"
+            self._trying = True
+            return None
+
+    def succeeded(self) -> None:
+        with self._lock:
+            self._failures, self._trying = 0, False
+
+    def failed(self, error: str) -> None:
+        with self._lock:
+            self._failures += 1
+            self._trying, self._error = False, error
+            self._retry_at = self._clock() + min(RETRY_MAX, RETRY_FIRST * 2 ** (self._failures - 1))
 
 
 def connect_string(url: str) -> str:
@@ -76,6 +120,7 @@ class PostgresEngine:
         self._local = threading.local()
         self._all: list[psycopg.Connection[tuple[object, ...]]] = []
         self._lock = threading.Lock()
+        self._backoff = ConnectBackoff()
         #: The event loop's thread, once the relay serves: no statement may run there.
         self.forbidden_thread: int | None = None
         #: Set by a running relay: other connections' commits, as LISTEN/NOTIFY reports them.
@@ -83,10 +128,17 @@ class PostgresEngine:
         self._live()
 
     def _connect(self) -> psycopg.Connection[tuple[object, ...]]:
+        if (refusal := self._backoff.refusal()) is not None:
+            raise StoreError(f"cannot connect to {self.where}: {refusal}")
         try:
             conn = psycopg.connect(connect_string(self.url), autocommit=True)
         except psycopg.Error as exc:
+            self._backoff.failed(_first_line(exc))
             raise StoreError(f"cannot connect to {self.where}: {_first_line(exc)}") from exc
+        except BaseException:
+            self._backoff.failed("the connection was not made")
+            raise
+        self._backoff.succeeded()
         with self._lock:
             self._all = [c for c in self._all if not c.closed] + [conn]
         return conn

@@ -17,8 +17,9 @@ from relay.store import Store
 from relay.store.changes import ChangeFeed, listen
 from relay.store.cluster import Route
 from relay.store.copy import columns
-from relay.store.postgres import OnLoop, PostgresEngine, connect_string, redact
+from relay.store.postgres import RETRY_FIRST, ConnectBackoff, OnLoop, PostgresEngine, connect_string, redact
 from relay.store.schema import SCHEMA_VERSION, TABLES
+from tests.cuttable import Cuttable
 from tests.pgserver import PostgresServer
 
 
@@ -103,6 +104,70 @@ def test_a_lost_connection_fails_one_call_and_is_made_again(postgres: PostgresSe
         assert store.get_user("alice").name == "alice"
     finally:
         store.close()
+
+
+def test_a_silent_database_costs_one_waiting_connect_then_fails_at_once(postgres: PostgresServer) -> None:
+    url = postgres.new_database()
+    with Cuttable(postgres.port) as cut:
+        store = Store.connect(url.replace(f":{postgres.port}/", f":{cut.port}/") + "?connect_timeout=2")
+        try:
+            store.add_user("alice")
+            cut.cut()
+            with pytest.raises(StoreError):
+                store.get_user("alice")  # the connection it had is broken
+            before = cut.accepted
+            with pytest.raises(StoreError, match="cannot connect"):
+                store.get_user("alice")  # one try, which waits for the connect timeout
+            assert cut.accepted == before + 1
+            for _ in range(5):  # the next ones do not try: they fail at once, saying why
+                with pytest.raises(StoreError, match=r"trying again in \d"):
+                    store.get_user("alice")
+            assert cut.accepted == before + 1
+            cut.mend()
+            time.sleep(RETRY_FIRST + 0.1)
+            assert store.get_user("alice").name == "alice"  # made again once the delay is over
+        finally:
+            store.close()
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+#: (time, what happens, refused?) in order: "ask" is a thread asking to connect (and trying when
+#: not refused), "fail" and "ok" how that try ended.
+BACKOFF_SCRIPT = [
+    (0.0, "ask", False), (0.0, "ask", False),  # all is well: every thread connects at once
+    (0.0, "fail", None),
+    (0.1, "ask", True), (0.24, "ask", True),  # within the first delay (0.25 s)
+    (0.26, "ask", False), (0.26, "ask", True),  # one thread tries; the others wait for it
+    (0.3, "fail", None),  # the delay doubles: next try at 0.8
+    (0.7, "ask", True), (0.81, "ask", False), (0.9, "fail", None),  # next at 1.9
+    (1.8, "ask", True), (1.95, "ask", False), (2.0, "fail", None),  # next at 4.0
+    (3.9, "ask", True), (4.1, "ask", False), (4.2, "fail", None),  # capped at 2 s: next at 6.2
+    (6.1, "ask", True), (6.3, "ask", False), (6.3, "ok", None),
+    (6.3, "ask", False), (6.3, "ask", False),  # well again: no waiting for anyone
+]  # fmt: skip
+
+
+def test_connect_backoff_lets_one_thread_try_after_a_doubling_delay() -> None:
+    clock = _Clock()
+    backoff = ConnectBackoff(clock)
+    for step, (at, event, refused) in enumerate(BACKOFF_SCRIPT):
+        clock.now = at
+        if event == "ask":
+            refusal = backoff.refusal()
+            assert (refusal is not None) == refused, (step, at, refusal)
+            if refusal is not None:
+                assert refusal.startswith("no route (trying again in"), refusal
+        elif event == "fail":
+            backoff.failed("no route")
+        else:
+            backoff.succeeded()
 
 
 def test_both_engines_hold_the_same_columns(postgres: PostgresServer, tmp_path: Path) -> None:
