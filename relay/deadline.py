@@ -14,6 +14,14 @@ from types import TracebackType
 from typing import Any
 
 
+def _expired(task: asyncio.Task[Any], cancelling: int, seconds: float, exc: BaseException | None) -> None:
+    """The end of a block whose timer cancelled ``task``: a TimeoutError in place of that
+    cancellation, unless the task was cancelled from outside as well (that one goes through)."""
+    if sys.version_info >= (3, 11) and task.uncancel() > cancelling:
+        return
+    raise TimeoutError(f"no progress for {seconds:g} s") from exc
+
+
 class Deadline:
     def __init__(
         self,
@@ -77,10 +85,8 @@ class Deadline:
             self._handle.cancel()
             self._handle = None
         if self.expired and exc_type is asyncio.CancelledError:
-            assert self._task is not None
-            if sys.version_info >= (3, 11) and self._task.uncancel() > self._cancelling:
-                return  # cancelled from outside as well: let that cancellation through
-            raise TimeoutError(f"no progress for {self.seconds:g} s") from exc
+            assert self._task is not None and self.seconds is not None
+            _expired(self._task, self._cancelling, self.seconds, exc)
 
 
 class Watchdog:
@@ -159,9 +165,7 @@ class Watchdog:
         self._active = False
         if self.expired and exc_type is asyncio.CancelledError:
             self.expired = False
-            if sys.version_info >= (3, 11) and self._task.uncancel() > self._cancelling:
-                return  # cancelled from outside as well: let that cancellation through
-            raise TimeoutError(f"no progress for {self.seconds:g} s") from exc
+            _expired(self._task, self._cancelling, self.seconds, exc)
 
     def close(self) -> None:
         """The connection ended: no timer is left behind."""
