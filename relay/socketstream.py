@@ -7,24 +7,19 @@ WebSocket splice (:mod:`relay.proxy.splice`) gets the pause and resume of its wr
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any, cast
 
 from .readbuffer import ReadBuffer
+from .writeflow import WriteFlow
 
 
-class SocketStream(ReadBuffer, asyncio.Protocol):
+class SocketStream(ReadBuffer, WriteFlow, asyncio.Protocol):
     def __init__(self, *, limit: int) -> None:
         # As asyncio's StreamReader with the same limit: reading pauses at twice it.
-        super().__init__(pause_at=2 * limit, resume_at=limit, search_limit=limit)
+        ReadBuffer.__init__(self, pause_at=2 * limit, resume_at=limit, search_limit=limit)
+        WriteFlow.__init__(self)
         self.limit = limit
         self.transport: asyncio.Transport = None  # type: ignore[assignment]  # set at connection_made
-        self._write_paused = False
-        self._drain: asyncio.Future[None] | None = None
-        self._closed = False
-        #: Called when the socket is full / can take data again (a splice's flow control).
-        self.on_pause_writing: Callable[[], None] | None = None
-        self.on_resume_writing: Callable[[], None] | None = None
 
     # -- asyncio's protocol callbacks ---------------------------------------------------------------
 
@@ -41,48 +36,21 @@ class SocketStream(ReadBuffer, asyncio.Protocol):
         return self.transport.get_extra_info("sslcontext") is None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._closed = True
         self.feed_error(exc)
-        self._wake_drain()
-
-    def pause_writing(self) -> None:
-        self._write_paused = True
-        if self.on_pause_writing is not None:
-            self.on_pause_writing()
-
-    def resume_writing(self) -> None:
-        self._write_paused = False
-        self._wake_drain()
-        if self.on_resume_writing is not None:
-            self.on_resume_writing()
-
-    def _wake_drain(self) -> None:
-        if self._drain is not None and not self._drain.done():
-            self._drain.set_result(None)
+        self._writes_end(ConnectionResetError("the connection is closed"))
 
     def _pause_producer(self) -> None:
-        if not self._closed:
+        if self._gone is None:
             self.transport.pause_reading()
 
     def _resume_producer(self) -> None:
-        if not self._closed:
+        if self._gone is None:
             self.transport.resume_reading()
 
     # -- the writer ---------------------------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
         self.transport.write(data)
-
-    async def drain(self) -> None:
-        """Wait while the socket's buffer is over its high-water mark; a lost connection raises."""
-        while self._write_paused and not self._closed:
-            self._drain = self._loop.create_future()
-            try:
-                await self._drain
-            finally:
-                self._drain = None
-        if self._closed:
-            raise ConnectionResetError("the connection is closed")
 
     def write_eof(self) -> None:
         if self.transport.can_write_eof():

@@ -13,9 +13,6 @@ the HTTP side needs no catch-all.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
-
 import asyncssh
 
 from ssh_tuning import tune_channel
@@ -23,6 +20,7 @@ from ssh_tuning import tune_channel
 from ..errors import BadGateway
 from ..readbuffer import ReadBuffer
 from ..tunnels import Stream, StreamOpener, TunnelLost
+from ..writeflow import WriteFlow
 
 #: Buffered bytes at which the channel stops taking data (the SSH window then holds the client back),
 #: and the level below which it takes data again.
@@ -32,16 +30,11 @@ RESUME_AT = 64 * 1024
 SEARCH_LIMIT = PAUSE_AT
 
 
-class ChannelStream(ReadBuffer, asyncssh.SSHTCPSession[bytes]):
+class ChannelStream(ReadBuffer, WriteFlow, asyncssh.SSHTCPSession[bytes]):
     def __init__(self) -> None:
-        super().__init__(pause_at=PAUSE_AT, resume_at=RESUME_AT, search_limit=SEARCH_LIMIT)
+        ReadBuffer.__init__(self, pause_at=PAUSE_AT, resume_at=RESUME_AT, search_limit=SEARCH_LIMIT)
+        WriteFlow.__init__(self)
         self._chan: asyncssh.SSHTCPChannel[bytes] | None = None
-        self._write_paused = False
-        self._drain: asyncio.Future[None] | None = None
-        self._lost: BaseException | None = None  # the link dropped under the channel
-        #: Called when the channel can take data again (a splice resumes its source then).
-        self.on_resume_writing: Callable[[], None] | None = None
-        self.on_pause_writing: Callable[[], None] | None = None
 
     # -- asyncssh's session callbacks ------------------------------------------------------------
 
@@ -57,21 +50,10 @@ class ChannelStream(ReadBuffer, asyncssh.SSHTCPSession[bytes]):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.feed_error(TunnelLost(str(exc)) if exc is not None else None)
-        self._lost = self._error
-        if self._drain is not None and not self._drain.done():
-            self._drain.set_result(None)
-
-    def pause_writing(self) -> None:
-        self._write_paused = True
-        if self.on_pause_writing is not None:
-            self.on_pause_writing()
-
-    def resume_writing(self) -> None:
-        self._write_paused = False
-        if self._drain is not None and not self._drain.done():
-            self._drain.set_result(None)
-        if self.on_resume_writing is not None:
-            self.on_resume_writing()
+        if self._error is not None:  # the link dropped under the channel
+            self._writes_end(self._error)
+        else:
+            self._wake_drain()
 
     def _pause_producer(self) -> None:
         if self._chan is not None:
@@ -84,8 +66,8 @@ class ChannelStream(ReadBuffer, asyncssh.SSHTCPSession[bytes]):
     # -- the seam's writer -----------------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
-        if self._lost is not None:
-            raise self._lost
+        if self._gone is not None:
+            raise self._gone
         assert self._chan is not None
         try:
             self._chan.write(data)
@@ -94,18 +76,8 @@ class ChannelStream(ReadBuffer, asyncssh.SSHTCPSession[bytes]):
         except BrokenPipeError as exc:  # written after the channel closed
             raise TunnelLost(str(exc) or "channel closed") from exc
 
-    async def drain(self) -> None:
-        while self._write_paused and self._lost is None:
-            self._drain = self._loop.create_future()
-            try:
-                await self._drain
-            finally:
-                self._drain = None
-        if self._lost is not None:
-            raise self._lost
-
     def write_eof(self) -> None:
-        if self._chan is not None and self._lost is None:
+        if self._chan is not None and self._gone is None:
             try:
                 self._chan.write_eof()
             except (asyncssh.Error, BrokenPipeError) as exc:
