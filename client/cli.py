@@ -46,7 +46,8 @@ RelayOpt = Annotated[
     typer.Option(
         "--relay",
         help="Relay SSH address HOST[:PORT] (port 2222 by default; a cluster's nodes as HOST[:PORT],HOST2, "
-        "tried in turn when one is away), or the one-secret connect string "
+        "or one HOST with a DNS record per node, tried in turn when one is away), or the one-secret "
+        "connect string "
         "relay://USER:TOKEN@HOST:PORT#SHA256:FP that `relay user add` prints (it pins the host key too; "
         "prefer RELAY_URL for it: other local users can read command lines), or wss://HOST for SSH over "
         "WebSocket only [env: RELAY_URL, RELAY_HOST]",

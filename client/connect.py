@@ -17,6 +17,7 @@ import asyncssh
 
 from ssh_tuning import tune_connection
 
+from .addresses import AddressBook, tcp_connect
 from .config import ClientError, HostKeyPins
 
 if TYPE_CHECKING:
@@ -36,6 +37,8 @@ BACKOFF_JITTER = 0.25
 STABLE_AFTER = 5.0
 #: --transport auto: how long the SSH port has to answer before SSH over WebSocket is tried.
 AUTO_TIMEOUT = 5.0
+#: --transport ssh: how long each of the relay's addresses has to answer.
+CONNECT_TIMEOUT = 10.0
 #: AES-GCM first: 2× faster than chacha20 in asyncssh (DESIGN §5).
 ENCRYPTION_ALGS = ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com"]
 
@@ -99,24 +102,6 @@ def backoff_delays(rng: random.Random | None = None) -> Callable[[], float]:
     return next_delay
 
 
-async def tcp_connect(host: str, port: int, timeout: float) -> socket.socket:
-    """A TCP connection to the first address of ``host`` that answers within ``timeout`` seconds."""
-    loop = asyncio.get_running_loop()
-    infos = await asyncio.wait_for(loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), timeout)
-    last: BaseException = OSError(f"no address for {host}")
-    for family, kind, proto, _, address in infos:
-        sock = socket.socket(family, kind, proto)
-        sock.setblocking(False)
-        try:
-            await asyncio.wait_for(loop.sock_connect(sock, address), timeout)
-        except (OSError, asyncio.TimeoutError) as exc:
-            sock.close()
-            last = exc
-            continue
-        return sock
-    raise last
-
-
 class _PinningClient(asyncssh.SSHClient):
     """Accepts the relay's host key only if it matches the pin; pins it on first use."""
 
@@ -156,6 +141,9 @@ class TunnelClient:
         self._conn: asyncssh.SSHClientConnection | None = None
         self._stopping = False
         self.ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self.addresses = AddressBook()
+        self._peer: str | None = None  # the address of the relay this try connected to
+        self._several = False  # the relay's name has several addresses (a cluster's nodes)
 
     async def _connect_once(self) -> asyncssh.SSHClientConnection:
         spec = self.spec
@@ -176,8 +164,8 @@ class TunnelClient:
                     config=[],
                     known_hosts=([], [], []),
                     client_factory=lambda: client,
-                    keepalive_interval=CLUSTER_KEEPALIVE[0] if spec.others else KEEPALIVE_INTERVAL,
-                    keepalive_count_max=CLUSTER_KEEPALIVE[1] if spec.others else KEEPALIVE_COUNT_MAX,
+                    keepalive_interval=CLUSTER_KEEPALIVE[0] if self._elsewhere else KEEPALIVE_INTERVAL,
+                    keepalive_count_max=CLUSTER_KEEPALIVE[1] if self._elsewhere else KEEPALIVE_COUNT_MAX,
                     encryption_algs=ENCRYPTION_ALGS,
                     preferred_auth=["publickey", "password"] if keys else ["password"],
                 ),
@@ -190,15 +178,31 @@ class TunnelClient:
         tune_connection(conn)  # the relay's own per-packet savings, on this side of the link too
         return conn
 
+    @property
+    def _elsewhere(self) -> bool:
+        """Another node to go to: --relay a,b,c, or a name with several addresses."""
+        return bool(self.spec.others) or self._several
+
+    async def _ssh_port(self, timeout: float) -> socket.socket:
+        spec, self._peer = self.spec, None
+        sock, count = await tcp_connect(spec.relay_host, spec.relay_port, timeout, self.addresses)
+        self._peer, self._several = str(sock.getpeername()[0]), count > 1
+        return sock
+
+    def _shun_peer(self) -> None:
+        """The address this try connected to failed, or dropped the link: others first next time."""
+        if self._peer is not None:
+            self.addresses.failed(self._peer)
+            self._peer = None
+
     async def _transport(self) -> tuple[socket.socket | None, WebSocketTunnel | None]:
-        """What asyncssh runs over: the SSH port (a connected socket, or None: asyncssh connects it),
-        or the relay's SSH WebSocket."""
+        """What asyncssh runs over: a connection to the SSH port, or the relay's SSH WebSocket."""
         spec = self.spec
         if spec.transport == "ssh":
-            return None, None
+            return await self._ssh_port(CONNECT_TIMEOUT), None
         if spec.transport == "auto":
             try:
-                return await tcp_connect(spec.relay_host, spec.relay_port, AUTO_TIMEOUT), None
+                return await self._ssh_port(AUTO_TIMEOUT), None
             except (OSError, asyncio.TimeoutError) as exc:
                 self.events(
                     f"the SSH port {spec.relay} did not answer within {AUTO_TIMEOUT:.0f} s ({_why(exc)}); "
@@ -254,6 +258,7 @@ class TunnelClient:
             except (OSError, asyncssh.Error, asyncio.TimeoutError, ClientError) as exc:
                 if self._stopping:
                     break
+                self._shun_peer()
                 failed, untried = self.spec.relay, untried - 1
                 if untried > 0 and self.spec.next_address():  # another node of the relay: at once
                     self.events(f"cannot reach the relay {failed} ({_why(exc)}); trying {self.spec.relay}")
@@ -276,6 +281,7 @@ class TunnelClient:
             self._conn = None
             if self._stopping:
                 break
+            self._shun_peer()
             if time.monotonic() - started > STABLE_AFTER:
                 delays = backoff_delays()
             delay = delays()

@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -605,10 +605,12 @@ async def start_client(
     *,
     timeout: float = 120,
     env: dict[str, str] | None = None,
+    prefix: Sequence[str] = (),
 ) -> ClientProcess:
     """``relay-client connect ARGS --relay 127.0.0.1:SSH_PORT``; waits for the printed URL. ``env``
-    adds to the client's environment (e.g. ``RELAY_TOKEN``)."""
+    adds to the client's environment (e.g. ``RELAY_TOKEN``); ``prefix`` runs it under a command."""
     proc = await asyncio.create_subprocess_exec(
+        *prefix,
         *client_argv(relay.ssh_port, args, relay.address),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,

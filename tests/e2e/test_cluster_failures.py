@@ -1,13 +1,16 @@
 """A cluster's nodes failing under a live tunnel (DESIGN §3.9): a killed or frozen node's URL comes
-back through the others within 10 s, a thawed node serves nothing it lost, and two users racing for
-one name on two nodes leave exactly one owner."""
+back through the others within 10 s (for a client given every node's address, and for one given a
+name with a record per node), a thawed node serves nothing it lost, and two users racing for one
+name on two nodes leave exactly one owner."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,12 +24,14 @@ import pytest
 from tests.pgserver import shared_server
 
 from .conftest import unique_name
-from .harness import Backend, ClientProcess, RelayProcess, open_tunnel, start_client
-from .test_cluster import routed, start_node
+from .harness import Backend, ClientProcess, RelayProcess, open_tunnel, start_client, start_relay
+from .test_cluster import ADDRESSES, routed, start_node
 
 #: How long a visitor's request may take before it counts as a hang (the offline answer and a
 #: dead node's 502 must both come quicker).
 REQUEST_TIMEOUT = 5.0
+#: The cluster's one name in the client's private /etc/hosts: a record for each of two nodes.
+CLUSTER_NAME = "relay-nodes.test"
 #: The refused one of two racing ``ssh -R`` exits (and prints no URL) instead of idling.
 EXIT_ON_REFUSAL = ["-o", "ExitOnForwardFailure=yes"]
 
@@ -164,6 +169,79 @@ async def test_a_frozen_node_is_taken_over_and_serves_nothing_after_it_thaws(
         held = [t for t in json.loads(rows.stdout)["tunnels"] if t["host"] == host]
         assert [t["node"] for t in held] in (["n2"], ["n3"])  # held by the node the client moved to
     assert load.back_after(thawed + 1.0) == 0.0, load.seen[-30:]  # node 1 hands it over by a hop
+
+
+def _shared_port() -> int:
+    """A port free on the first two node addresses (a DNS name's records share one port)."""
+    while True:
+        with socket.create_server((ADDRESSES[0], 0)) as first:
+            port = int(first.getsockname()[1])
+            with contextlib.suppress(OSError), socket.create_server((ADDRESSES[1], port)):
+                return port
+
+
+@pytest.fixture
+def named_nodes(tmp_path: Path) -> Iterator[list[RelayProcess]]:
+    """Two nodes listening for SSH on one port, at the addresses CLUSTER_NAME resolves to."""
+    tmp_path.chmod(0o700)
+    url, port, started = shared_server().new_database(), _shared_port(), []
+    for i in (0, 1):
+        (tmp_path / f"n{i + 1}").mkdir(mode=0o700)
+        extra = ["--store", url, "--node", f"n{i + 1}", "--cluster-address", f"{ADDRESSES[i]}:0"]
+        started.append(start_relay(tmp_path / f"n{i + 1}", extra=extra, bind=ADDRESSES[i], ssh_port=port))
+    yield started
+    for node in started:
+        with contextlib.suppress(ProcessLookupError):
+            node.proc.send_signal(signal.SIGCONT)
+        node.stop()
+
+
+def _with_hosts(hosts: Path) -> list[str]:
+    """A command prefix: what follows runs with ``hosts`` as its /etc/hosts, bind-mounted in a mount
+    namespace of its own (the machine's resolver and files are untouched)."""
+    user = [] if os.geteuid() == 0 else ["--user", "--map-root-user"]
+    script = 'mount --bind "$0" /etc/hosts && exec "$@"'
+    return ["unshare", *user, "--mount", "--propagation", "private", "sh", "-c", script, str(hosts)]
+
+
+@pytest.mark.parametrize("failure", ["killed", "frozen"])
+async def test_a_client_given_one_name_moves_to_its_next_record(
+    named_nodes: list[RelayProcess], backend: Backend, tmp_path: Path, failure: str
+) -> None:
+    hosts = tmp_path / "hosts"
+    hosts.write_text(f"127.0.0.1 localhost\n{ADDRESSES[0]} {CLUSTER_NAME}\n{ADDRESSES[1]} {CLUSTER_NAME}\n")
+    first, second = named_nodes
+    name = unique_name("dns")
+    token = first.add_user(name)
+    relay = f"{CLUSTER_NAME}:{first.ssh_port}"
+    args = ["--relay", relay, "--user", name, "--token", token, "--port", str(backend.port)]
+    client = await start_client(first, tmp_path, args, prefix=_with_hosts(hosts))
+    try:
+        host = f"{name}.localhost"
+        await routed(named_nodes, host, token)
+        assert [t["node"] for t in _tunnels(second) if t["host"] == host] == ["n1"]  # the first record
+        load = Load([second], host, token)
+        running = asyncio.ensure_future(load.run())
+        await asyncio.sleep(1.0)
+        failed = time.monotonic()
+        first.proc.send_signal(signal.SIGKILL if failure == "killed" else signal.SIGSTOP)
+        await client.stderr_until("back: ", timeout=30)  # on the name's other record
+        await asyncio.sleep(REQUEST_TIMEOUT + 1.0)  # a request caught by the freeze ends; others follow
+        running.cancel()
+        back = load.back_after(failed)
+        assert back is not None and back < 15.0, load.seen[-20:]
+        assert [t["node"] for t in _tunnels(second) if t["host"] == host] == ["n2"]
+    finally:
+        await client.stop()
+
+
+def _tunnels(node: RelayProcess) -> list[dict[str, str]]:
+    rows = subprocess.run(
+        [sys.executable, "-m", "relay", "tunnels", "--json", "--data-dir", str(node.data_dir)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    tunnels: list[dict[str, str]] = json.loads(rows.stdout)["tunnels"]
+    return tunnels
 
 
 async def test_two_users_racing_for_one_name_on_two_nodes_leave_one_owner(
