@@ -130,6 +130,18 @@ class Cluster(Records):
         ).fetchall()
         return {str(r[0]): Route(str(r[1]), int(r[2]), float(r[3])) for r in rows}
 
+    def list_live(self) -> list[LiveTunnel]:
+        """The live tunnels: a single relay's, or those of the cluster's live nodes (a dead node's
+        rows stay until it starts again, but its tunnels are gone)."""
+        rows = self._db.execute(
+            "SELECT l.host, u.name, l.client, l.since, l.bytes_in, l.bytes_out, "
+            "EXISTS (SELECT 1 FROM shares s WHERE s.host = l.host AND s.kind = 'public'), l.node "
+            "FROM live_tunnels l JOIN users u ON u.id = l.user_id LEFT JOIN nodes n ON n.name = l.node "
+            f"WHERE l.node = '' OR {self._db.now_sql} - n.heartbeat_at < ? ORDER BY l.host",
+            (DEAD_AFTER,),
+        )
+        return [LiveTunnel(r[0], r[1], r[2], r[3], r[4], r[5], public=bool(r[6]), node=r[7]) for r in rows]
+
     def live_elsewhere(self, host: str, node: str) -> LiveTunnel | None:
         """``host``'s tunnel if a live node other than ``node`` holds it (the dashboard of a node
         shows the cluster's tunnels, with the figures their node last wrote)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from .models import AuditRow, LiveTunnel, User
+from .models import AuditRow, User
 from .sessions import Sessions
 
 #: The NOTIFY channel of route changes (:mod:`.cluster`; nothing is sent on SQLite).
@@ -127,11 +127,3 @@ class Records(Sessions):
         with self._tx() as db:
             if db.execute("DELETE FROM live_tunnels WHERE host = ? AND node = ?", (host, node)).rowcount:
                 db.notify(ROUTES, host)
-
-    def list_live(self) -> list[LiveTunnel]:
-        rows = self._db.execute(
-            "SELECT l.host, u.name, l.client, l.since, l.bytes_in, l.bytes_out, "
-            "EXISTS (SELECT 1 FROM shares s WHERE s.host = l.host AND s.kind = 'public'), l.node "
-            "FROM live_tunnels l JOIN users u ON u.id = l.user_id ORDER BY l.host"
-        )
-        return [LiveTunnel(r[0], r[1], r[2], r[3], r[4], r[5], public=bool(r[6]), node=r[7]) for r in rows]

@@ -236,8 +236,10 @@ def test_a_tunnel_held_by_a_live_node_is_seen_from_the_others(postgres: Postgres
             "alice",
         )
         assert store.live_elsewhere("alice.localhost", "n1") is None  # its own node looks at its registry
+        assert [t.host for t in store.list_live()] == ["alice.localhost"]
         store.engine.execute("UPDATE nodes SET heartbeat_at = heartbeat_at - 11")  # n1 silent for 11 s
         assert store.live_elsewhere("alice.localhost", "n2") is None  # a dead node's tunnel is not live
+        assert store.list_live() == []  # nor listed by `relay tunnels`
         assert [n.alive for n in store.nodes()] == [False]
         assert store.route("alice.localhost") == Route("n1", alice.id, 1000.0)  # void, but still its row
         store.leave("n1", "inc-1")
