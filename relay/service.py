@@ -255,6 +255,7 @@ class RelayService:
             client_wheel=wheel,
             open_ssh=self._open_ssh,
             reads=self.reads.run,
+            route_reads=self.reads.cached_first,
             locate=node.tunnel_for if node is not None else None,
         )
         ssh_ctx = SshContext(

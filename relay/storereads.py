@@ -7,7 +7,9 @@ loop it would stall every visitor and SSH client. So on PostgreSQL, every piece 
 read the store (routing a request, an SSH login, a command) runs in a small pool of threads, and
 only the requests that need the database wait for it. The engine refuses a query on the loop's
 thread outright (:class:`relay.store.postgres.OnLoop`), so a read that slipped through is an error
-in the log and a 503, never a stall.
+in the log and a 503, never a stall. Routing, whose reads are mostly answered by the caches, is
+tried on the loop first (:meth:`StoreReads.cached_first`) and goes to a thread only when it needs a
+query.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol, TypeVar
 
 from .store import Store
+from .store.engine import NeedsStore
+from .store.postgres import PostgresEngine
 
 T = TypeVar("T")
 
@@ -59,6 +63,25 @@ class StoreReads:
         """``work()``, on the loop (SQLite) or in a reader thread (PostgreSQL)."""
         if self._pool is None:
             return work()
+        return await asyncio.get_running_loop().run_in_executor(self._pool, work)
+
+    async def cached_first(self, work: Callable[[], T], /) -> T:
+        """``work()`` on the loop if the store's caches answer every read it makes, else (the
+        first query it would send) all of it again in a reader thread. Only for work that does
+        nothing but read until its last store read (routing: its writes are handed back, its
+        counts and audit come after the reads); the thread hop is most of what a cached request
+        costs on PostgreSQL."""
+        if self._pool is None:
+            return work()
+        engine = self.store.engine
+        assert isinstance(engine, PostgresEngine)
+        engine.cache_only = True
+        try:
+            return work()
+        except NeedsStore:
+            pass
+        finally:
+            engine.cache_only = False
         return await asyncio.get_running_loop().run_in_executor(self._pool, work)
 
     def close(self) -> None:

@@ -1,7 +1,12 @@
 """What one request gets, decided in DESIGN §3.3's order and in one place: a probe answer, the relay
 host's pages, an HTTPS redirect, or a tunnel — after its credential and the verdict of
 :func:`relay.auth.decide`. Nothing here does I/O on the visitor's connection; the store is read for
-credentials (its errors propagate: the visitor edge answers 503)."""
+credentials (its errors propagate: the visitor edge answers 503).
+
+On PostgreSQL a route is tried first on the event loop from the store's caches, and done again in a
+reader thread from the start if it needs a query (:meth:`relay.storereads.StoreReads.cached_first`).
+So nothing here may change anything before its last store read: writes go back with the reply, and
+failure counts and audit events come after the reads that decide them."""
 
 from __future__ import annotations
 

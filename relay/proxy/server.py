@@ -58,6 +58,7 @@ class Proxy:
         client_wheel: Wheel | None = None,
         open_ssh: OpenSsh | None = None,
         reads: RunReads = inline,
+        route_reads: RunReads | None = None,
         locate: Callable[[str], Tunnel | None] | None = None,
     ) -> None:
         self.meter = meter
@@ -124,6 +125,7 @@ class Proxy:
             meter,
             bridge,
             reads,
+            route_reads or reads,
         )
         self._visitors: set[Visitor] = set()
         self.draining = False

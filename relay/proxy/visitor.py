@@ -84,8 +84,10 @@ class Front:
     meter: Meter | None = None
     #: SSH over WebSocket on the relay host (None: /_relay/ssh answers 404).
     ssh_bridge: SshBridge | None = None
-    #: Runs routing and the relay host's pages, which read the store (off the loop on PostgreSQL).
+    #: Runs the relay host's pages, which read the store (off the loop on PostgreSQL).
     reads: RunReads = inline
+    #: Runs routing: from the caches on the loop when they answer, else as ``reads`` does.
+    route_reads: RunReads = inline
 
 
 class Visitor:
@@ -333,7 +335,7 @@ class Visitor:
     async def _serve_request(self, head: RequestHead, client: str) -> tuple[Outcome, str | None]:
         front = self.front
         route, scheme, peer_ip = front.router.route, self.scheme, self.peer_ip
-        decision = await front.reads(lambda: route(head, scheme=scheme, peer_ip=peer_ip, client=client))
+        decision = await front.route_reads(lambda: route(head, scheme=scheme, peer_ip=peer_ip, client=client))
         if isinstance(decision, Answer):
             return await self._answer(head, decision.reply), decision.note
         if isinstance(decision, SshWebSocket):

@@ -17,6 +17,12 @@ class Duplicate(Exception):
     """A write broke a unique or foreign-key constraint (the driver's IntegrityError)."""
 
 
+class NeedsStore(Exception):
+    """Raised in place of a query while the event loop tries to answer from the store's caches
+    (:meth:`relay.storereads.StoreReads.cached_first`): the work is done again in a reader thread.
+    Not a StoreError, so that nothing takes it for the database being away."""
+
+
 class Cursor(Protocol):
     """The part of a DB-API cursor the store uses (both drivers' cursors have it)."""
 

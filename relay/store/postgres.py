@@ -20,7 +20,7 @@ from psycopg import conninfo, errors
 
 from ..errors import StoreError
 from .changes import CHANGES_CHANNEL, ChangeFeed
-from .engine import Cursor, Duplicate
+from .engine import Cursor, Duplicate, NeedsStore
 from .schema import POSTGRES_BASE, POSTGRES_BASE_VERSION, POSTGRES_MIGRATIONS, SCHEMA_VERSION
 
 #: pg_advisory_xact_lock key for schema changes ("relay" in ASCII).
@@ -123,6 +123,9 @@ class PostgresEngine:
         self._backoff = ConnectBackoff()
         #: The event loop's thread, once the relay serves: no statement may run there.
         self.forbidden_thread: int | None = None
+        #: Set by the loop while it tries to answer from the caches: a statement there raises
+        #: NeedsStore (the work moves to a thread), not OnLoop (a bug).
+        self.cache_only = False
         #: Set by a running relay: other connections' commits, as LISTEN/NOTIFY reports them.
         self.feed: ChangeFeed | None = None
         self._live()
@@ -196,6 +199,8 @@ class PostgresEngine:
 
     def _live(self) -> psycopg.Connection[tuple[object, ...]]:
         if self.forbidden_thread is not None and threading.get_ident() == self.forbidden_thread:
+            if self.cache_only:
+                raise NeedsStore
             raise OnLoop(f"a query of {self.where} was about to run on the event loop")
         conn: psycopg.Connection[tuple[object, ...]] | None = getattr(self._local, "conn", None)
         if conn is None or conn.broken or conn.closed:
