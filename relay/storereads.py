@@ -75,6 +75,8 @@ class StoreReads:
             return work()
         engine = self.store.engine
         assert isinstance(engine, PostgresEngine)
+        if engine.forbidden_thread != threading.get_ident():  # not guarded (yet): a miss would block
+            return await asyncio.get_running_loop().run_in_executor(self._pool, work)
         engine.cache_only = True
         try:
             return work()
