@@ -229,7 +229,9 @@ async def test_a_client_given_one_name_moves_to_its_next_record(
         await asyncio.sleep(REQUEST_TIMEOUT + 1.0)  # a request caught by the freeze ends; others follow
         running.cancel()
         back = load.back_after(failed)
-        assert back is not None and back < 15.0, load.seen[-20:]
+        # Within 10 s of a death (DESIGN §3.9); a frozen node is first noticed by the keepalive, as
+        # in the test of a frozen node above.
+        assert back is not None and back < (10.0 if failure == "killed" else 15.0), load.seen[-20:]
         assert [t["node"] for t in _tunnels(second) if t["host"] == host] == ["n2"]
     finally:
         await client.stop()
