@@ -36,8 +36,9 @@ class SocketStream(ReadBuffer, WriteFlow, asyncio.Protocol):
         return self.transport.get_extra_info("sslcontext") is None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.feed_error(exc)
+        # Writes end first: what the end of reading calls back (a splice's end) sees a closed stream.
         self._writes_end(ConnectionResetError("the connection is closed"))
+        self.feed_error(exc)
 
     def _pause_producer(self) -> None:
         if self._gone is None:
