@@ -76,7 +76,7 @@ class StoreReads:
         engine = self.store.engine
         assert isinstance(engine, PostgresEngine)
         if engine.forbidden_thread != threading.get_ident():  # not guarded (yet): a miss would block
-            return await asyncio.get_running_loop().run_in_executor(self._pool, work)
+            return await self.run(work)
         engine.cache_only = True
         try:
             return work()
@@ -84,7 +84,7 @@ class StoreReads:
             pass
         finally:
             engine.cache_only = False
-        return await asyncio.get_running_loop().run_in_executor(self._pool, work)
+        return await self.run(work)
 
     def close(self) -> None:
         if self._pool is not None:
