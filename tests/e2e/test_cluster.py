@@ -33,12 +33,12 @@ MB = 1024 * 1024
 ADDRESSES = ("127.0.0.11", "127.0.0.12", "127.0.0.13")
 
 
-def start_node(workdir: Path, url: str, index: int) -> RelayProcess:
+def start_node(workdir: Path, url: str, index: int, ssh_port: int = 0) -> RelayProcess:
     address = ADDRESSES[index]
     node = workdir / f"n{index + 1}"
     node.mkdir(mode=0o700)
     extra = ["--store", url, "--node", f"n{index + 1}", "--cluster-address", f"{address}:0"]
-    return start_relay(node, extra=extra, bind=address)
+    return start_relay(node, extra=extra, bind=address, ssh_port=ssh_port)
 
 
 @pytest.fixture(scope="module")

@@ -7,14 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,8 +21,8 @@ import pytest
 from tests.pgserver import shared_server
 
 from .conftest import unique_name
-from .harness import Backend, ClientProcess, RelayProcess, open_tunnel, start_client, start_relay
-from .test_cluster import ADDRESSES, routed, start_node
+from .harness import Backend, ClientProcess, RelayProcess, open_tunnel, start_client
+from .test_cluster import ADDRESSES, relay_cli, routed, start_node
 
 #: How long a visitor's request may take before it counts as a hang (the offline answer and a
 #: dead node's 502 must both come quicker).
@@ -36,12 +33,13 @@ CLUSTER_NAME = "relay-nodes.test"
 EXIT_ON_REFUSAL = ["-o", "ExitOnForwardFailure=yes"]
 
 
-@pytest.fixture
-def nodes(tmp_path: Path) -> Iterator[list[RelayProcess]]:
+def _cluster(tmp_path: Path, count: int, ssh_port: int = 0) -> Iterator[list[RelayProcess]]:
+    """``count`` nodes on a new database (node 1 first: it makes the schema), stopped (thawed
+    first, if a test froze one) at the end."""
     tmp_path.chmod(0o700)
     url = shared_server().new_database()
-    started = [start_node(tmp_path, url, 0)]
-    started += [start_node(tmp_path, url, i) for i in (1, 2)]
+    started = [start_node(tmp_path, url, 0, ssh_port)]
+    started += [start_node(tmp_path, url, i, ssh_port) for i in range(1, count)]
     yield started
     for node in started:
         with contextlib.suppress(ProcessLookupError):
@@ -49,16 +47,21 @@ def nodes(tmp_path: Path) -> Iterator[list[RelayProcess]]:
         node.stop()
 
 
+@pytest.fixture
+def nodes(tmp_path: Path) -> Iterator[list[RelayProcess]]:
+    yield from _cluster(tmp_path, 3)
+
+
 async def _client_on(
-    nodes: list[RelayProcess], home: Path, backend: Backend
+    nodes: list[RelayProcess], home: Path, backend: Backend, relay: str | None, prefix: Sequence[str]
 ) -> tuple[ClientProcess, str, str]:
-    """relay-client with every node's address, node 1 first: (its process, host, token)."""
+    """relay-client given ``relay`` (default: every node's address, node 1 first), run under
+    ``prefix``: (its process, host, token)."""
     name = unique_name("ha")
     token = nodes[0].add_user(name)
-    relays = ",".join(f"{n.address}:{n.ssh_port}" for n in nodes)
-    client = await start_client(
-        nodes[0], home, ["--relay", relays, "--user", name, "--token", token, "--port", str(backend.port)]
-    )
+    relay = relay or ",".join(f"{n.address}:{n.ssh_port}" for n in nodes)
+    args = ["--relay", relay, "--user", name, "--token", token, "--port", str(backend.port)]
+    client = await start_client(nodes[0], home, args, prefix=prefix)
     await routed(nodes, f"{name}.localhost", token)  # every node knows where it is
     return client, f"{name}.localhost", token
 
@@ -106,10 +109,16 @@ class Load:
 
 @contextlib.asynccontextmanager
 async def _under_load(
-    nodes: list[RelayProcess], home: Path, backend: Backend
+    nodes: list[RelayProcess],
+    home: Path,
+    backend: Backend,
+    *,
+    relay: str | None = None,
+    prefix: Sequence[str] = (),
 ) -> AsyncIterator[tuple[ClientProcess, Load]]:
-    """A relay-client tunnel held by node 1, and visitors through nodes 2 and 3 for a second already."""
-    client, host, token = await _client_on(nodes, home, backend)
+    """A relay-client tunnel held by node 1, and visitors through the other nodes for a second
+    already (``relay``, ``prefix``: as :func:`_client_on`)."""
+    client, host, token = await _client_on(nodes, home, backend, relay, prefix)
     load = Load(nodes[1:], host, token)
     running = asyncio.ensure_future(load.run())
     try:
@@ -121,11 +130,9 @@ async def _under_load(
 
 
 def _nodes(node: RelayProcess) -> dict[str, bool]:
-    out = subprocess.run(
-        [sys.executable, "-m", "relay", "nodes", "--json", "--data-dir", str(node.data_dir)],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    return {n["name"]: n["alive"] for n in json.loads(out.stdout)["nodes"]}
+    listed = relay_cli(node, "nodes")["nodes"]
+    assert isinstance(listed, list)
+    return {n["name"]: n["alive"] for n in listed}
 
 
 async def test_the_url_is_back_within_10_s_after_its_node_is_killed(
@@ -162,12 +169,8 @@ async def test_a_frozen_node_is_taken_over_and_serves_nothing_after_it_thaws(
             await asyncio.sleep(0.2)
         load.nodes = nodes  # now through node 1 as well
         await asyncio.sleep(3.0)
-        rows = subprocess.run(
-            [sys.executable, "-m", "relay", "tunnels", "--json", "--data-dir", str(nodes[1].data_dir)],
-            capture_output=True, text=True, check=True,
-        )  # fmt: skip
-        held = [t for t in json.loads(rows.stdout)["tunnels"] if t["host"] == host]
-        assert [t["node"] for t in held] in (["n2"], ["n3"])  # held by the node the client moved to
+        held = [t["node"] for t in _tunnels(nodes[1]) if t["host"] == host]
+        assert held in (["n2"], ["n3"])  # held by the node the client moved to
     assert load.back_after(thawed + 1.0) == 0.0, load.seen[-30:]  # node 1 hands it over by a hop
 
 
@@ -183,17 +186,7 @@ def _shared_port() -> int:
 @pytest.fixture
 def named_nodes(tmp_path: Path) -> Iterator[list[RelayProcess]]:
     """Two nodes listening for SSH on one port, at the addresses CLUSTER_NAME resolves to."""
-    tmp_path.chmod(0o700)
-    url, port, started = shared_server().new_database(), _shared_port(), []
-    for i in (0, 1):
-        (tmp_path / f"n{i + 1}").mkdir(mode=0o700)
-        extra = ["--store", url, "--node", f"n{i + 1}", "--cluster-address", f"{ADDRESSES[i]}:0"]
-        started.append(start_relay(tmp_path / f"n{i + 1}", extra=extra, bind=ADDRESSES[i], ssh_port=port))
-    yield started
-    for node in started:
-        with contextlib.suppress(ProcessLookupError):
-            node.proc.send_signal(signal.SIGCONT)
-        node.stop()
+    yield from _cluster(tmp_path, 2, _shared_port())
 
 
 def _with_hosts(hosts: Path) -> list[str]:
@@ -211,38 +204,27 @@ async def test_a_client_given_one_name_moves_to_its_next_record(
     hosts = tmp_path / "hosts"
     hosts.write_text(f"127.0.0.1 localhost\n{ADDRESSES[0]} {CLUSTER_NAME}\n{ADDRESSES[1]} {CLUSTER_NAME}\n")
     first, second = named_nodes
-    name = unique_name("dns")
-    token = first.add_user(name)
     relay = f"{CLUSTER_NAME}:{first.ssh_port}"
-    args = ["--relay", relay, "--user", name, "--token", token, "--port", str(backend.port)]
-    client = await start_client(first, tmp_path, args, prefix=_with_hosts(hosts))
-    try:
-        host = f"{name}.localhost"
-        await routed(named_nodes, host, token)
+    async with _under_load(named_nodes, tmp_path, backend, relay=relay, prefix=_with_hosts(hosts)) as (
+        client,
+        load,
+    ):
+        host = load.host
         assert [t["node"] for t in _tunnels(second) if t["host"] == host] == ["n1"]  # the first record
-        load = Load([second], host, token)
-        running = asyncio.ensure_future(load.run())
-        await asyncio.sleep(1.0)
         failed = time.monotonic()
         first.proc.send_signal(signal.SIGKILL if failure == "killed" else signal.SIGSTOP)
         await client.stderr_until("back: ", timeout=30)  # on the name's other record
         await asyncio.sleep(REQUEST_TIMEOUT + 1.0)  # a request caught by the freeze ends; others follow
-        running.cancel()
-        back = load.back_after(failed)
-        # Within 10 s of a death (DESIGN §3.9); a frozen node is first noticed by the keepalive, as
-        # in the test of a frozen node above.
-        assert back is not None and back < (10.0 if failure == "killed" else 15.0), load.seen[-20:]
         assert [t["node"] for t in _tunnels(second) if t["host"] == host] == ["n2"]
-    finally:
-        await client.stop()
+    back = load.back_after(failed)
+    # Within 10 s of a death (DESIGN §3.9); a frozen node is first noticed by the keepalive, as in
+    # the test of a frozen node above.
+    assert back is not None and back < (10.0 if failure == "killed" else 15.0), load.seen[-20:]
 
 
 def _tunnels(node: RelayProcess) -> list[dict[str, str]]:
-    rows = subprocess.run(
-        [sys.executable, "-m", "relay", "tunnels", "--json", "--data-dir", str(node.data_dir)],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    tunnels: list[dict[str, str]] = json.loads(rows.stdout)["tunnels"]
+    tunnels = relay_cli(node, "tunnels")["tunnels"]
+    assert isinstance(tunnels, list)
     return tunnels
 
 
